@@ -1,0 +1,264 @@
+/* journal.h — the payment journal: every order, attempt, confirmation, refund
+ * and state change of kioskpay, in one SQLite file on disk.
+ * It is the last line against double charges (UNIQUE keys, partial UNIQUE
+ * indexes, CHECKs in the schema) and the reason nothing is lost on power loss
+ * (WAL, synchronous=FULL: a commit that returned KP_OK survives a power cut). */
+#ifndef KP_JOURNAL_H
+#define KP_JOURNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kp_env.h"
+#include "kp_error.h"
+#include "states.h"
+
+typedef struct kp_journal kp_journal;
+
+#define KP_JOURNAL_SCHEMA_VERSION 1
+
+/* Text sizes, NUL included. Ids follow the host protocol: 1..64 of [A-Za-z0-9_-]. */
+#define KP_ID_SIZE 65
+#define KP_CURRENCY_SIZE 4
+#define KP_CHANNEL_SIZE 17
+#define KP_ITEMS_MAX 1024
+#define KP_QR_SIZE 512
+#define KP_CAUSE_SIZE 128
+
+typedef struct kp_order {
+	char order_id[KP_ID_SIZE];
+	char dedup_key[KP_ID_SIZE];
+	int64_t amount;                  /* minor units, > 0 */
+	char currency[KP_CURRENCY_SIZE]; /* ISO 4217, 3 upper-case letters */
+	char items[KP_ITEMS_MAX];        /* JSON text, "" if none */
+	kp_order_state state;
+	int64_t created_at;              /* wall ms */
+	int64_t expires_at;              /* wall ms */
+	int64_t updated_at;              /* wall ms */
+} kp_order;
+
+typedef struct kp_attempt {
+	char attempt_id[KP_ID_SIZE];
+	char order_id[KP_ID_SIZE];
+	char channel[KP_CHANNEL_SIZE];
+	int64_t amount;
+	kp_attempt_state state;
+	char host_txn[KP_ID_SIZE];       /* "" until the host names one */
+	char qr[KP_QR_SIZE];             /* "" if the host gave none */
+	int64_t created_at;
+	int64_t updated_at;
+	int64_t next_check_at;           /* wall ms; 0 = nothing scheduled (final) */
+	int64_t tries;                   /* host queries/cancels sent so far */
+} kp_attempt;
+
+typedef struct kp_confirmation {
+	char host_txn[KP_ID_SIZE];
+	int64_t seq;
+	char attempt_id[KP_ID_SIZE];
+	kp_confirm_status status;
+	int64_t amount;
+	char currency[KP_CURRENCY_SIZE];
+	int64_t at;                      /* host's time, wall ms */
+	int64_t received_at;             /* our time, wall ms */
+} kp_confirmation;
+
+typedef struct kp_refund {
+	char refund_id[KP_ID_SIZE];
+	char order_id[KP_ID_SIZE];       /* "" for an orphan (attempt unknown to us) */
+	char attempt_id[KP_ID_SIZE];
+	char host_txn[KP_ID_SIZE];
+	int64_t amount;
+	kp_refund_reason reason;
+	kp_refund_state state;
+	int64_t created_at;
+	int64_t updated_at;
+	int64_t next_check_at;           /* 0 = final */
+	int64_t tries;
+} kp_refund;
+
+typedef struct kp_event {
+	int64_t seq;                     /* strictly increasing */
+	int64_t at;
+	char kind[16];                   /* "order" | "attempt" | "refund" | "confirmation" */
+	char record_id[KP_ID_SIZE];
+	char from_state[24];             /* "" for a creation */
+	char to_state[24];
+	char cause[KP_CAUSE_SIZE];
+} kp_event;
+
+/* ---- lifecycle ---- */
+
+#define KP_JOURNAL_READONLY 0x1u   /* open for reading; never creates or migrates */
+
+/* Open (and for read-write, create and migrate) the journal at path. Creates
+ * the parent directory (0700) and the file (0600) when missing and not
+ * READONLY. Runs quick_check; a corrupt file gives KP_ERR_CORRUPT and is left
+ * untouched. A schema newer than KP_JOURNAL_SCHEMA_VERSION gives
+ * KP_ERR_FUTURE_VERSION. env is borrowed and must outlive the journal.
+ * On success *out owns the handle; free with kp_journal_close(). */
+kp_err kp_journal_open(kp_journal **out, const char *path, unsigned flags, const kp_env *env) KP_MUST_USE;
+/* Safe on NULL. */
+void kp_journal_close(kp_journal *j);
+/* The last SQLite message, for logs ("" if none). */
+const char *kp_journal_errmsg(const kp_journal *j);
+
+/* ---- transactions ----
+ * Every write function below commits on its own. To make several writes one
+ * atomic change (confirmation + attempt + order), wrap them in begin/commit:
+ * inside, the writes join the outer transaction. On any error inside, call
+ * rollback; nothing of the group is kept. */
+kp_err kp_journal_begin(kp_journal *j) KP_MUST_USE;
+kp_err kp_journal_commit(kp_journal *j) KP_MUST_USE;
+void kp_journal_rollback(kp_journal *j);
+
+/* ---- orders ---- */
+
+typedef struct kp_order_new {
+	const char *order_id;   /* a fresh UUID made by the caller */
+	const char *dedup_key;
+	int64_t amount;
+	const char *currency;
+	const char *items;      /* JSON text or NULL */
+	int64_t now;            /* wall ms */
+	int64_t expires_at;     /* wall ms */
+} kp_order_new;
+
+/* Create an order, or find the one made earlier with the same dedup_key.
+ * Same key + same amount, currency and items: KP_OK, *out is the existing
+ * order, *duplicated = true, nothing written. Same key + other content:
+ * KP_ERR_CONFLICT, nothing written. Bad values: KP_ERR_INVALID. */
+kp_err kp_journal_order_create(kp_journal *j, const kp_order_new *req, kp_order *out,
+			       bool *duplicated) KP_MUST_USE;
+kp_err kp_journal_order_get(kp_journal *j, const char *order_id, kp_order *out) KP_MUST_USE;
+/* Move an order; KP_ERR_ILLEGAL_MOVE if the machine forbids from->to,
+ * KP_ERR_STATE if the order is not in `from` now. Appends an event. */
+kp_err kp_journal_order_move(kp_journal *j, const char *order_id, kp_order_state from,
+			     kp_order_state to, int64_t now, const char *cause) KP_MUST_USE;
+
+/* ---- attempts ---- */
+
+typedef struct kp_attempt_new {
+	const char *attempt_id; /* fresh UUID */
+	const char *order_id;
+	const char *channel;
+	int64_t amount;
+	int64_t now;
+	int64_t next_check_at;
+} kp_attempt_new;
+
+/* Insert an attempt directly in `paying` (write-ahead: committed before the
+ * host hears of it). KP_ERR_BUSY if the order already has a live attempt
+ * (created/paying/canceling), KP_ERR_NOT_FOUND if the order is unknown,
+ * KP_ERR_STATE if the order is not pending. */
+kp_err kp_journal_attempt_begin(kp_journal *j, const kp_attempt_new *req, kp_attempt *out) KP_MUST_USE;
+kp_err kp_journal_attempt_get(kp_journal *j, const char *attempt_id, kp_attempt *out) KP_MUST_USE;
+/* The live attempt of an order (created/paying/canceling); KP_ERR_NOT_FOUND if none. */
+kp_err kp_journal_attempt_live(kp_journal *j, const char *order_id, kp_attempt *out) KP_MUST_USE;
+
+typedef struct kp_attempt_move {
+	kp_attempt_state from;
+	kp_attempt_state to;
+	const char *host_txn;   /* NULL: keep; else set (only if empty or equal) */
+	const char *qr;         /* NULL: keep */
+	int64_t now;
+	int64_t next_check_at;  /* 0 when `to` is final */
+	bool count_try;         /* tries += 1 */
+	const char *cause;
+} kp_attempt_move;
+
+/* Move an attempt through its state machine. from == to is allowed only for
+ * non-final states and is a reschedule (next_check_at, tries, qr) without an
+ * event. Illegal move: KP_ERR_ILLEGAL_MOVE; not in `from`: KP_ERR_STATE. */
+kp_err kp_journal_attempt_move(kp_journal *j, const char *attempt_id, const kp_attempt_move *m) KP_MUST_USE;
+/* Up to cap attempts of an order, oldest first; *n set to how many. */
+kp_err kp_journal_attempts_of_order(kp_journal *j, const char *order_id, kp_attempt *arr,
+				    size_t cap, size_t *n) KP_MUST_USE;
+
+/* ---- confirmations ---- */
+
+/* Record a host confirmation, idempotent by host_txn: a host_txn already
+ * journaled gives KP_OK with *already = true and writes nothing (even if the
+ * other fields differ; the first one stands). */
+kp_err kp_journal_confirmation_record(kp_journal *j, const kp_confirmation *c, bool *already) KP_MUST_USE;
+kp_err kp_journal_confirmation_get(kp_journal *j, const char *host_txn, kp_confirmation *out) KP_MUST_USE;
+
+/* ---- refunds ---- */
+
+typedef struct kp_refund_new {
+	const char *refund_id;  /* fresh UUID */
+	const char *order_id;   /* NULL/"" for an orphan */
+	const char *attempt_id;
+	const char *host_txn;
+	int64_t amount;
+	kp_refund_reason reason;
+	int64_t now;
+	int64_t next_check_at;
+} kp_refund_new;
+
+/* Insert a refund in `pending`. A refund for a host_txn that already has one:
+ * KP_ERR_CONFLICT (at most one refund per captured payment). */
+kp_err kp_journal_refund_create(kp_journal *j, const kp_refund_new *req, kp_refund *out) KP_MUST_USE;
+kp_err kp_journal_refund_get(kp_journal *j, const char *refund_id, kp_refund *out) KP_MUST_USE;
+
+typedef struct kp_refund_move {
+	kp_refund_state from;
+	kp_refund_state to;
+	int64_t now;
+	int64_t next_check_at;
+	bool count_try;
+	const char *cause;
+} kp_refund_move;
+kp_err kp_journal_refund_move(kp_journal *j, const char *refund_id, const kp_refund_move *m) KP_MUST_USE;
+kp_err kp_journal_refunds_of_order(kp_journal *j, const char *order_id, kp_refund *arr,
+				   size_t cap, size_t *n) KP_MUST_USE;
+
+/* ---- what recovery and the reconciler need ---- */
+
+/* Call fn for every non-final attempt (created/paying/canceling) with
+ * next_check_at <= due_before, earliest first, at most `limit` (0 = all).
+ * fn returning non-OK stops the walk and that code is returned. The records
+ * are read first and fn is called after, so fn may write to the journal. */
+typedef kp_err (*kp_attempt_fn)(void *arg, const kp_attempt *a);
+kp_err kp_journal_due_attempts(kp_journal *j, int64_t due_before, size_t limit,
+			       kp_attempt_fn fn, void *arg) KP_MUST_USE;
+/* Same for refunds in pending/sent. */
+typedef kp_err (*kp_refund_fn)(void *arg, const kp_refund *r);
+kp_err kp_journal_due_refunds(kp_journal *j, int64_t due_before, size_t limit,
+			      kp_refund_fn fn, void *arg) KP_MUST_USE;
+/* Orders in `pending` whose expires_at <= now (to expire them). */
+typedef kp_err (*kp_order_fn)(void *arg, const kp_order *o);
+kp_err kp_journal_expired_orders(kp_journal *j, int64_t now, size_t limit, kp_order_fn fn,
+				 void *arg) KP_MUST_USE;
+/* Orders in `paid` with no vend outcome, created before `before` (power-cut policy). */
+kp_err kp_journal_paid_unfulfilled(kp_journal *j, int64_t before, size_t limit, kp_order_fn fn,
+				   void *arg) KP_MUST_USE;
+/* Earliest next_check_at over non-final attempts and refunds; 0 if none. */
+kp_err kp_journal_next_due(kp_journal *j, int64_t *at) KP_MUST_USE;
+
+/* ---- events and stats ---- */
+
+/* Events with seq > since, oldest first, at most cap. */
+kp_err kp_journal_events(kp_journal *j, int64_t since, kp_event *arr, size_t cap, size_t *n) KP_MUST_USE;
+
+typedef struct kp_journal_stats {
+	int64_t orders[KP_ORDER__COUNT];
+	int64_t attempts[KP_ATTEMPT__COUNT];
+	int64_t refunds[KP_REFUND__COUNT];
+	int64_t confirmations;
+	int64_t events;
+	int64_t file_bytes;   /* main file + WAL */
+} kp_journal_stats;
+kp_err kp_journal_stats_get(kp_journal *j, kp_journal_stats *out) KP_MUST_USE;
+
+/* ---- offline checks (kioskctl journal check) ---- */
+
+/* Run integrity_check, foreign_key_check and the invariants that need no host
+ * (at most one kept success per order; paid/fulfilled orders have exactly one
+ * kept success; no live attempt on a final order; refunds reference a
+ * confirmation). Each problem is reported through fn (a one-line text);
+ * returns KP_OK if none, KP_ERR_CORRUPT if any. */
+typedef void (*kp_problem_fn)(void *arg, const char *problem);
+kp_err kp_journal_check(kp_journal *j, kp_problem_fn fn, void *arg) KP_MUST_USE;
+
+#endif
