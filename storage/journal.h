@@ -233,6 +233,9 @@ kp_err kp_journal_expired_orders(kp_journal *j, int64_t now, size_t limit, kp_or
 /* Orders in `paid` with no vend outcome, created before `before` (power-cut policy). */
 kp_err kp_journal_paid_unfulfilled(kp_journal *j, int64_t before, size_t limit, kp_order_fn fn,
 				   void *arg) KP_MUST_USE;
+/* Make every non-final attempt and refund due at `now` (boot replay and
+ * POST /reconcile); *count is how many records that touched. No events. */
+kp_err kp_journal_make_all_due(kp_journal *j, int64_t now, int64_t *count) KP_MUST_USE;
 /* Earliest next_check_at over non-final attempts and refunds; 0 if none. */
 kp_err kp_journal_next_due(kp_journal *j, int64_t *at) KP_MUST_USE;
 

@@ -1,0 +1,1127 @@
+/* engine.c — the payment engine. Every decision reads the journal's current
+ * state, commits the change, and only then tells anyone (pay callback, host
+ * ack, observer). Host replies, confirms and timers all funnel into
+ * apply_payment()/apply_refund(), so the live path and the reconciler are one. */
+#include "engine.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kp_failpoint.h"
+
+#define DUE_BATCH 64          /* records looked at per tick: keeps the loop turning */
+#define TICK_MAX_MS 1000      /* look at least this often (expiries are not scheduled) */
+
+enum req_kind { REQ_CREATE, REQ_QUERY, REQ_CANCEL, REQ_REFUND };
+
+struct pay_op;
+
+/* One host request in flight: what it was about, so the reply finds its record. */
+struct req_ctx {
+	kp_engine *e;
+	enum req_kind kind;
+	char id[KP_ID_SIZE];    /* attempt_id or refund_id */
+	struct pay_op *pay;     /* the pay request waiting on this, or NULL */
+};
+
+enum pay_stage { PAY_WAIT_CANCEL, PAY_WAIT_CREATE, PAY_DONE };
+
+/* A pay request from the API, from acceptance until its callback ran. */
+struct pay_op {
+	struct pay_op *next;
+	char order_id[KP_ID_SIZE];
+	char channel[KP_CHANNEL_SIZE];
+	char attempt_id[KP_ID_SIZE];
+	enum pay_stage stage;
+	kp_err result;
+	kp_pay_done_fn done;
+	void *arg;
+};
+
+struct kp_engine {
+	kp_engine_config cfg;
+	kp_engine_deps d;
+	kp_engine_stats stats;
+	struct pay_op *pays;
+	bool link_up;
+};
+
+/* ---------- small helpers ---------- */
+
+void kp_engine_config_defaults(kp_engine_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	snprintf(cfg->currency, sizeof(cfg->currency), "EUR");
+	cfg->max_amount = 10000;
+	cfg->order_ttl_ms = 300 * 1000;
+	cfg->pay_margin_ms = 60 * 1000;
+	cfg->query_every_ms = 5 * 1000;
+	cfg->pay_window_ms = 60 * 1000;
+	cfg->give_up_after_ms = 24LL * 3600 * 1000;
+	cfg->query_backoff_min_ms = 30 * 1000;
+	cfg->query_backoff_max_ms = 10 * 60 * 1000;
+	cfg->refund_retry_ms = 5 * 1000;
+	cfg->refund_retry_max_ms = 10 * 60 * 1000;
+	cfg->request_timeout_ms = 10 * 1000;
+	cfg->power_cut_policy = KP_POWER_CUT_REFUND;
+}
+
+static int64_t now_wall(const kp_engine *e)
+{
+	return kp_now_wall(e->d.env);
+}
+
+/* min * 2^(tries-1), capped; tries <= 1 gives min. */
+static int64_t backoff(int64_t min, int64_t max, int64_t tries)
+{
+	int64_t v = min;
+	for (int64_t i = 1; i < tries && v < max; i++)
+		v *= 2;
+	return v < max ? v : max;
+}
+
+static void notify(kp_engine *e, const char *order_id)
+{
+	if (e->d.on_change && order_id && *order_id)
+		e->d.on_change(e->d.on_change_arg, order_id);
+}
+
+static bool host_up(const kp_engine *e)
+{
+	return e->d.host_ops->up(e->d.host);
+}
+
+static bool channel_valid(const char *c)
+{
+	size_t n = c ? strlen(c) : 0;
+	if (n == 0 || n >= KP_CHANNEL_SIZE)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char ch = c[i];
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_' || ch == '-'))
+			return false;
+	}
+	return true;
+}
+
+static void copy_id(char *dst, size_t cap, const char *src)
+{
+	snprintf(dst, cap, "%s", src ? src : "");
+}
+
+/* ---------- host requests ---------- */
+
+static void on_reply(void *arg, kp_err err, const kp_host_msg *reply);
+
+/* Send a request about a record. KP_OK: on_reply runs later. */
+static kp_err send_req(kp_engine *e, enum req_kind kind, const kp_host_msg *req, const char *id,
+		       struct pay_op *pay)
+{
+	if (!host_up(e))
+		return KP_ERR_DISCONNECTED;
+	struct req_ctx *ctx = calloc(1, sizeof(*ctx));
+	if (!ctx)
+		return KP_ERR_NOMEM;
+	ctx->e = e;
+	ctx->kind = kind;
+	ctx->pay = pay;
+	copy_id(ctx->id, sizeof(ctx->id), id);
+	kp_err err = e->d.host_ops->request(e->d.host, req, on_reply, ctx);
+	if (err != KP_OK) {
+		free(ctx);
+		return err;
+	}
+	e->stats.requests_in_flight++;
+	return KP_OK;
+}
+
+static kp_err send_attempt_op(kp_engine *e, kp_host_op op, const kp_attempt *a, int64_t expires_at,
+			      struct pay_op *pay)
+{
+	kp_host_msg m;
+	memset(&m, 0, sizeof(m));
+	m.op = op;
+	copy_id(m.attempt_id, sizeof(m.attempt_id), a->attempt_id);
+	enum req_kind kind = REQ_QUERY;
+	if (op == KP_OP_CREATE_PAYMENT) {
+		kind = REQ_CREATE;
+		copy_id(m.order_id, sizeof(m.order_id), a->order_id);
+		m.amount = a->amount;
+		m.has_amount = true;
+		copy_id(m.channel, sizeof(m.channel), a->channel);
+		copy_id(m.currency, sizeof(m.currency), e->cfg.currency);
+		m.expires_at = expires_at;
+	} else if (op == KP_OP_CANCEL_PAYMENT) {
+		kind = REQ_CANCEL;
+	}
+	return send_req(e, kind, &m, a->attempt_id, pay);
+}
+
+/* ---------- pay requests ---------- */
+
+static void pay_finish(kp_engine *e, struct pay_op *op, kp_err result)
+{
+	(void)e;
+	op->stage = PAY_DONE;
+	op->result = result;
+}
+
+/* Run the callbacks of finished pay requests (never from inside kp_engine_pay). */
+static void pay_flush(kp_engine *e)
+{
+	struct pay_op **pp = &e->pays;
+	while (*pp) {
+		struct pay_op *op = *pp;
+		if (op->stage != PAY_DONE) {
+			pp = &op->next;
+			continue;
+		}
+		*pp = op->next;
+		kp_attempt a;
+		memset(&a, 0, sizeof(a));
+		kp_err err = op->result;
+		if (err == KP_OK && op->attempt_id[0])
+			err = kp_journal_attempt_get(e->d.journal, op->attempt_id, &a);
+		op->done(op->arg, err, err == KP_OK ? &a : NULL);
+		free(op);
+	}
+}
+
+static kp_err order_payable(kp_engine *e, const char *order_id, kp_order *o)
+{
+	kp_err err = kp_journal_order_get(e->d.journal, order_id, o);
+	if (err != KP_OK)
+		return err;
+	if (o->state != KP_ORDER_PENDING)
+		return KP_ERR_STATE;
+	if (now_wall(e) > o->expires_at - e->cfg.pay_margin_ms)
+		return KP_ERR_EXPIRED;
+	return KP_OK;
+}
+
+/* Write-ahead: commit the attempt as paying, then send create_payment. */
+static void pay_start_attempt(kp_engine *e, struct pay_op *op)
+{
+	kp_order o;
+	kp_err err = order_payable(e, op->order_id, &o);
+	if (err != KP_OK) {
+		pay_finish(e, op, err);
+		return;
+	}
+	if (!host_up(e)) {
+		pay_finish(e, op, KP_ERR_DISCONNECTED);
+		return;
+	}
+	kp_uuid id;
+	err = kp_uuid_new(e->d.env, &id);
+	if (err != KP_OK) {
+		pay_finish(e, op, err);
+		return;
+	}
+	int64_t now = now_wall(e);
+	kp_attempt_new req = {
+		.attempt_id = id.s,
+		.order_id = op->order_id,
+		.channel = op->channel,
+		.amount = o.amount,
+		.now = now,
+		.next_check_at = now + e->cfg.request_timeout_ms,
+	};
+	kp_attempt a;
+	err = kp_journal_attempt_begin(e->d.journal, &req, &a);
+	if (err != KP_OK) {
+		kp_log_warn(e->d.env, "order %s: cannot begin attempt: %s", op->order_id, kp_strerror(err));
+		pay_finish(e, op, err);
+		return;
+	}
+	copy_id(op->attempt_id, sizeof(op->attempt_id), a.attempt_id);
+	notify(e, op->order_id);
+	kp_log_info(e->d.env, "order %s: attempt %s paying on %s", op->order_id, a.attempt_id, a.channel);
+	op->stage = PAY_WAIT_CREATE;
+	err = send_attempt_op(e, KP_OP_CREATE_PAYMENT, &a, o.expires_at, op);
+	if (err == KP_OK)
+		return;
+	/* Not queued: the host never saw this id, so failing it is safe. */
+	kp_attempt_move m = {
+		.from = KP_ATTEMPT_PAYING, .to = KP_ATTEMPT_FAILED, .now = now_wall(e),
+		.cause = "host link down before create_payment",
+	};
+	kp_err merr = kp_journal_attempt_move(e->d.journal, a.attempt_id, &m);
+	if (merr != KP_OK)
+		kp_log_error(e->d.env, "attempt %s: cannot fail unsent attempt: %s (reconciler will cancel it)",
+			     a.attempt_id, kp_strerror(merr));
+	notify(e, op->order_id);
+	op->attempt_id[0] = '\0';
+	pay_finish(e, op, err);
+}
+
+/* After a cancel of the previous attempt: start the new one, or say why not. */
+static void pay_continue(kp_engine *e, struct pay_op *op)
+{
+	kp_attempt live;
+	kp_err err = kp_journal_attempt_live(e->d.journal, op->order_id, &live);
+	if (err == KP_OK) {
+		pay_finish(e, op, KP_ERR_BUSY);
+		return;
+	}
+	if (err != KP_ERR_NOT_FOUND) {
+		pay_finish(e, op, err);
+		return;
+	}
+	pay_start_attempt(e, op);
+}
+
+kp_err kp_engine_pay(kp_engine *e, const char *order_id, const char *channel, kp_pay_done_fn done,
+		     void *arg)
+{
+	if (!order_id || !kp_proto_id_valid(order_id) || !channel_valid(channel) || !done)
+		return KP_ERR_INVALID;
+	kp_order o;
+	kp_err err = order_payable(e, order_id, &o);
+	if (err != KP_OK)
+		return err;
+	if (!host_up(e))
+		return KP_ERR_DISCONNECTED;
+
+	struct pay_op *op = calloc(1, sizeof(*op));
+	if (!op)
+		return KP_ERR_NOMEM;
+	copy_id(op->order_id, sizeof(op->order_id), order_id);
+	copy_id(op->channel, sizeof(op->channel), channel);
+	op->done = done;
+	op->arg = arg;
+	op->next = e->pays;
+	e->pays = op;
+
+	kp_attempt live;
+	err = kp_journal_attempt_live(e->d.journal, order_id, &live);
+	if (err == KP_ERR_NOT_FOUND) {
+		pay_start_attempt(e, op);
+		return KP_OK;
+	}
+	if (err != KP_OK) {
+		pay_finish(e, op, err);
+		return KP_OK;
+	}
+	if (live.state == KP_ATTEMPT_PAYING && strcmp(live.channel, channel) == 0) {
+		/* A double tap: the customer is already paying on this channel. */
+		copy_id(op->attempt_id, sizeof(op->attempt_id), live.attempt_id);
+		pay_finish(e, op, KP_OK);
+		return KP_OK;
+	}
+	/* Another channel: cancel the live attempt at the host first. */
+	if (live.state != KP_ATTEMPT_CANCELING) {
+		int64_t now = now_wall(e);
+		kp_attempt_move m = {
+			.from = live.state, .to = KP_ATTEMPT_CANCELING, .now = now,
+			.next_check_at = now + e->cfg.request_timeout_ms,
+			.cause = "customer switched channel",
+		};
+		err = kp_journal_attempt_move(e->d.journal, live.attempt_id, &m);
+		if (err != KP_OK) {
+			pay_finish(e, op, err);
+			return KP_OK;
+		}
+		notify(e, order_id);
+	}
+	op->stage = PAY_WAIT_CANCEL;
+	err = send_attempt_op(e, KP_OP_CANCEL_PAYMENT, &live, 0, op);
+	if (err != KP_OK)
+		pay_finish(e, op, KP_ERR_BUSY);
+	return KP_OK;
+}
+
+/* ---------- applying what the host says ---------- */
+
+static kp_err refund_create_in_txn(kp_engine *e, const char *order_id, const char *attempt_id,
+				   const char *host_txn, int64_t amount, kp_refund_reason reason,
+				   kp_refund *out)
+{
+	kp_uuid id;
+	kp_err err = kp_uuid_new(e->d.env, &id);
+	if (err != KP_OK)
+		return err;
+	int64_t now = now_wall(e);
+	kp_refund_new r = {
+		.refund_id = id.s, .order_id = order_id, .attempt_id = attempt_id,
+		.host_txn = host_txn, .amount = amount, .reason = reason, .now = now,
+		.next_check_at = now,
+	};
+	err = kp_journal_refund_create(e->d.journal, &r, out);
+	if (err == KP_OK) {
+		e->stats.refunds_created++;
+		kp_log_warn(e->d.env, "refund %s created for host_txn %s (%s, %lld)", out->refund_id,
+			    host_txn, kp_refund_reason_str(reason), (long long)amount);
+	}
+	return err;
+}
+
+/* Does the order have a kept success other than attempt `except`? */
+static kp_err order_has_kept_success(kp_engine *e, const char *order_id, const char *except, bool *yes)
+{
+	kp_attempt arr[32];
+	size_t n = 0;
+	kp_err err = kp_journal_attempts_of_order(e->d.journal, order_id, arr, 32, &n);
+	if (err != KP_OK)
+		return err;
+	*yes = false;
+	for (size_t i = 0; i < n; i++)
+		if (arr[i].state == KP_ATTEMPT_SUCCEEDED && strcmp(arr[i].attempt_id, except) != 0)
+			*yes = true;
+	return KP_OK;
+}
+
+/* A capture for attempt a. Inside a transaction. Decides: keep it (order paid)
+ * or keep it and refund it. *refund_made tells the caller to send the refund. */
+static kp_err success_in_txn(kp_engine *e, const kp_attempt *a, const char *host_txn, int64_t amount,
+			     const char *cause, kp_refund *refund, bool *refund_made)
+{
+	*refund_made = false;
+	bool ours = a->host_txn[0] != '\0';
+	if (ours && strcmp(a->host_txn, host_txn) != 0) {
+		/* The host captured twice for one attempt: keep the first, refund this one. */
+		kp_err err = refund_create_in_txn(e, a->order_id, a->attempt_id, host_txn, amount,
+						  KP_REASON_DUPLICATE, refund);
+		*refund_made = err == KP_OK;
+		return err;
+	}
+	switch (a->state) {
+	case KP_ATTEMPT_SUCCEEDED:
+	case KP_ATTEMPT_REFUNDING:
+	case KP_ATTEMPT_REFUNDED:
+	case KP_ATTEMPT_REFUND_REJECTED:
+		return KP_OK; /* already known: nothing changes */
+	default:
+		break;
+	}
+	kp_order o;
+	kp_err err = kp_journal_order_get(e->d.journal, a->order_id, &o);
+	if (err != KP_OK)
+		return err;
+	int64_t now = now_wall(e);
+	kp_refund_reason reason = KP_REASON_DUPLICATE;
+	bool keep = false;
+	if (amount != a->amount) {
+		reason = KP_REASON_AMOUNT_MISMATCH;
+	} else if (o.state == KP_ORDER_PENDING) {
+		bool other = false;
+		err = order_has_kept_success(e, a->order_id, a->attempt_id, &other);
+		if (err != KP_OK)
+			return err;
+		keep = !other && (a->state == KP_ATTEMPT_PAYING || a->state == KP_ATTEMPT_CANCELING ||
+				  a->state == KP_ATTEMPT_CREATED || a->state == KP_ATTEMPT_UNRESOLVED);
+		if (!keep)
+			reason = other ? KP_REASON_DUPLICATE : KP_REASON_LATE;
+	} else if (o.state == KP_ORDER_EXPIRED || o.state == KP_ORDER_CANCELED) {
+		reason = KP_REASON_LATE;
+	} else {
+		reason = KP_REASON_DUPLICATE; /* paid, fulfilled, fulfill_failed: one kept already */
+	}
+	kp_attempt_move m = {
+		.from = a->state, .host_txn = host_txn, .now = now, .cause = cause,
+	};
+	if (a->state == KP_ATTEMPT_CREATED) {
+		/* created -> succeeded is not a move of the machine: pass through paying. */
+		kp_attempt_move p = {.from = KP_ATTEMPT_CREATED, .to = KP_ATTEMPT_PAYING, .now = now,
+				     .next_check_at = now, .cause = cause};
+		err = kp_journal_attempt_move(e->d.journal, a->attempt_id, &p);
+		if (err != KP_OK)
+			return err;
+		m.from = KP_ATTEMPT_PAYING;
+	}
+	if (keep) {
+		m.to = KP_ATTEMPT_SUCCEEDED;
+		err = kp_journal_attempt_move(e->d.journal, a->attempt_id, &m);
+		if (err != KP_OK)
+			return err;
+		return kp_journal_order_move(e->d.journal, o.order_id, KP_ORDER_PENDING, KP_ORDER_PAID, now, cause);
+	}
+	m.to = KP_ATTEMPT_REFUNDING;
+	err = kp_journal_attempt_move(e->d.journal, a->attempt_id, &m);
+	if (err != KP_OK)
+		return err;
+	err = refund_create_in_txn(e, a->order_id, a->attempt_id, host_txn, amount, reason, refund);
+	if (err == KP_OK)
+		*refund_made = true;
+	return err;
+}
+
+static void refund_step(kp_engine *e, const kp_refund *r);
+
+/* The host's view of an attempt, from a reply (not a confirm). */
+static void apply_payment(kp_engine *e, const char *attempt_id, const kp_host_msg *p, const char *cause)
+{
+	kp_attempt a;
+	kp_err err = kp_journal_attempt_get(e->d.journal, attempt_id, &a);
+	if (err != KP_OK) {
+		kp_log_error(e->d.env, "attempt %s: reply for an attempt not in the journal: %s",
+			     attempt_id, kp_strerror(err));
+		return;
+	}
+	int64_t now = now_wall(e);
+	kp_attempt_move m = {.from = a.state, .to = a.state, .now = now, .cause = cause};
+	kp_refund refund;
+	bool refund_made = false;
+
+	if (strcmp(p->status, "succeeded") == 0) {
+		err = kp_journal_begin(e->d.journal);
+		if (err == KP_OK)
+			err = success_in_txn(e, &a, p->host_txn, p->amount, cause, &refund, &refund_made);
+		if (err == KP_OK)
+			err = kp_journal_commit(e->d.journal);
+		else
+			kp_journal_rollback(e->d.journal);
+	} else if (strcmp(p->status, "failed") == 0 || strcmp(p->status, "canceled") == 0) {
+		if (!kp_attempt_state_live(a.state) && a.state != KP_ATTEMPT_UNRESOLVED)
+			return;
+		m.to = p->status[0] == 'f' ? KP_ATTEMPT_FAILED : KP_ATTEMPT_CANCELED;
+		err = kp_journal_attempt_move(e->d.journal, a.attempt_id, &m);
+	} else if (strcmp(p->status, "pending") == 0) {
+		if (!kp_attempt_state_live(a.state))
+			return;
+		if (a.state == KP_ATTEMPT_CREATED) {
+			m.to = KP_ATTEMPT_PAYING;
+		}
+		if (p->qr[0])
+			m.qr = p->qr;
+		/* Paying: next query in query_every; canceling: keep canceling with backoff. */
+		m.next_check_at = now + (a.state == KP_ATTEMPT_CANCELING
+			? backoff(e->cfg.query_backoff_min_ms, e->cfg.query_backoff_max_ms, a.tries)
+			: e->cfg.query_every_ms);
+		err = kp_journal_attempt_move(e->d.journal, a.attempt_id, &m);
+	} else if (strcmp(p->status, "unknown") == 0) {
+		/* The host never saw it: cancel, which leaves a tombstone so a late
+		 * create_payment with this id can never capture. */
+		if (!kp_attempt_state_live(a.state))
+			return;
+		if (a.state != KP_ATTEMPT_CANCELING) {
+			if (a.state == KP_ATTEMPT_CREATED) {
+				kp_attempt_move c = {.from = KP_ATTEMPT_CREATED, .to = KP_ATTEMPT_PAYING,
+						     .now = now, .next_check_at = now, .cause = cause};
+				err = kp_journal_attempt_move(e->d.journal, a.attempt_id, &c);
+				if (err != KP_OK)
+					goto out;
+				a.state = KP_ATTEMPT_PAYING;
+			}
+			m.from = a.state;
+			m.to = KP_ATTEMPT_CANCELING;
+			m.next_check_at = now + e->cfg.request_timeout_ms;
+			m.cause = "host does not know the attempt";
+			err = kp_journal_attempt_move(e->d.journal, a.attempt_id, &m);
+			if (err != KP_OK)
+				goto out;
+		}
+		notify(e, a.order_id);
+		a.state = KP_ATTEMPT_CANCELING;
+		(void)send_attempt_op(e, KP_OP_CANCEL_PAYMENT, &a, 0, NULL);
+		return;
+	} else {
+		kp_log_error(e->d.env, "attempt %s: host status '%s' not understood", attempt_id, p->status);
+		return;
+	}
+out:
+	if (err != KP_OK) {
+		kp_log_error(e->d.env, "attempt %s: cannot apply host status %s: %s", attempt_id,
+			     p->status, kp_strerror(err));
+		return;
+	}
+	notify(e, a.order_id);
+	if (refund_made)
+		refund_step(e, &refund);
+}
+
+/* An error reply to an attempt request. */
+static void apply_payment_error(kp_engine *e, const char *attempt_id, enum req_kind kind,
+				const kp_host_msg *r)
+{
+	e->stats.host_errors++;
+	kp_attempt a;
+	if (kp_journal_attempt_get(e->d.journal, attempt_id, &a) != KP_OK)
+		return;
+	kp_log_warn(e->d.env, "attempt %s: host error %s: %s", attempt_id, r->code, r->message);
+	if (!kp_attempt_state_live(a.state))
+		return;
+	kp_attempt_move m = {.from = a.state, .now = now_wall(e), .cause = r->code};
+	if (strcmp(r->code, "attempt_canceled") == 0) {
+		m.to = KP_ATTEMPT_CANCELED; /* tombstoned: can never capture */
+	} else if (kind == REQ_CREATE && (strcmp(r->code, "over_limit") == 0 ||
+					  strcmp(r->code, "bad_request") == 0 ||
+					  strcmp(r->code, "idempotency_mismatch") == 0)) {
+		/* Refused outright; idempotency_mismatch is a bug here: log it loudly. */
+		if (r->code[0] == 'i')
+			kp_log_error(e->d.env, "attempt %s: host says idempotency_mismatch", attempt_id);
+		m.to = KP_ATTEMPT_FAILED;
+	} else {
+		/* Anything else: try again later. */
+		m.to = a.state;
+		m.next_check_at = now_wall(e) + backoff(e->cfg.query_backoff_min_ms,
+							e->cfg.query_backoff_max_ms, a.tries);
+	}
+	kp_err err = kp_journal_attempt_move(e->d.journal, attempt_id, &m);
+	if (err != KP_OK)
+		kp_log_error(e->d.env, "attempt %s: %s", attempt_id, kp_strerror(err));
+	else
+		notify(e, a.order_id);
+}
+
+static void apply_refund(kp_engine *e, const char *refund_id, kp_err err, const kp_host_msg *r)
+{
+	kp_refund rf;
+	if (kp_journal_refund_get(e->d.journal, refund_id, &rf) != KP_OK ||
+	    kp_refund_state_final(rf.state))
+		return;
+	int64_t now = now_wall(e);
+	int64_t retry = now + backoff(e->cfg.refund_retry_ms, e->cfg.refund_retry_max_ms, rf.tries);
+	kp_refund_move m = {.from = rf.state, .to = rf.state, .now = now, .next_check_at = retry};
+	const char *status = err == KP_OK && r->op == KP_OP_REFUND_REPLY ? r->status : "";
+	bool final = false;
+	if (strcmp(status, "refunded") == 0) {
+		m.to = KP_REFUND_REFUNDED;
+		m.next_check_at = 0;
+		m.cause = "host refunded";
+		final = true;
+	} else if (strcmp(status, "rejected") == 0) {
+		m.to = KP_REFUND_REJECTED;
+		m.next_check_at = 0;
+		m.cause = r->reason[0] ? r->reason : "host rejected";
+		final = true;
+	} else if (err == KP_OK && r->op == KP_OP_ERROR) {
+		e->stats.host_errors++;
+		kp_log_warn(e->d.env, "refund %s: host error %s: %s", refund_id, r->code, r->message);
+	}
+	kp_err werr = kp_journal_begin(e->d.journal);
+	if (werr == KP_OK)
+		werr = kp_journal_refund_move(e->d.journal, refund_id, &m);
+	if (werr == KP_OK && final && rf.attempt_id[0]) {
+		kp_attempt a;
+		if (kp_journal_attempt_get(e->d.journal, rf.attempt_id, &a) == KP_OK &&
+		    a.state == KP_ATTEMPT_REFUNDING && strcmp(a.host_txn, rf.host_txn) == 0) {
+			kp_attempt_move am = {
+				.from = KP_ATTEMPT_REFUNDING,
+				.to = m.to == KP_REFUND_REFUNDED ? KP_ATTEMPT_REFUNDED : KP_ATTEMPT_REFUND_REJECTED,
+				.now = now, .cause = m.cause,
+			};
+			werr = kp_journal_attempt_move(e->d.journal, rf.attempt_id, &am);
+		}
+	}
+	if (werr == KP_OK)
+		werr = kp_journal_commit(e->d.journal);
+	else
+		kp_journal_rollback(e->d.journal);
+	if (werr != KP_OK) {
+		kp_log_error(e->d.env, "refund %s: cannot record host answer: %s", refund_id, kp_strerror(werr));
+		return;
+	}
+	if (m.to == KP_REFUND_REJECTED) {
+		e->stats.alarms++;
+		kp_log_error(e->d.env, "ALARM refund %s rejected by host (host_txn %s, %lld): needs a person",
+			     refund_id, rf.host_txn, (long long)rf.amount);
+	}
+	notify(e, rf.order_id);
+}
+
+static void on_reply(void *arg, kp_err err, const kp_host_msg *reply)
+{
+	struct req_ctx *ctx = arg;
+	kp_engine *e = ctx->e;
+	if (e->stats.requests_in_flight > 0)
+		e->stats.requests_in_flight--;
+	if (ctx->kind == REQ_REFUND) {
+		apply_refund(e, ctx->id, err, reply);
+	} else if (err != KP_OK) {
+		/* No answer: the record stays as it is and its next check comes. */
+		kp_log_warn(e->d.env, "attempt %s: no answer from host: %s", ctx->id, kp_strerror(err));
+	} else if (reply->op == KP_OP_PAYMENT) {
+		apply_payment(e, ctx->id, reply, ctx->kind == REQ_CREATE ? "create_payment reply"
+						 : ctx->kind == REQ_CANCEL ? "cancel_payment reply"
+						 : "query_payment reply");
+	} else if (reply->op == KP_OP_ERROR) {
+		apply_payment_error(e, ctx->id, ctx->kind, reply);
+	} else {
+		kp_log_error(e->d.env, "attempt %s: unexpected reply op %s", ctx->id, kp_host_op_str(reply->op));
+	}
+	struct pay_op *op = ctx->pay;
+	if (op && op->stage == PAY_WAIT_CREATE)
+		pay_finish(e, op, KP_OK);
+	else if (op && op->stage == PAY_WAIT_CANCEL)
+		pay_continue(e, op);
+	free(ctx);
+}
+
+/* ---------- confirms ---------- */
+
+void kp_engine_on_confirm(kp_engine *e, const kp_host_msg *c)
+{
+	kp_confirmation rec;
+	memset(&rec, 0, sizeof(rec));
+	copy_id(rec.host_txn, sizeof(rec.host_txn), c->host_txn);
+	copy_id(rec.attempt_id, sizeof(rec.attempt_id), c->attempt_id);
+	copy_id(rec.currency, sizeof(rec.currency), c->currency);
+	rec.seq = c->seq;
+	rec.amount = c->amount;
+	rec.at = c->at;
+	rec.received_at = now_wall(e);
+	if (kp_confirm_status_parse(c->status, &rec.status) != KP_OK) {
+		kp_log_error(e->d.env, "confirm seq %lld: status '%s' not understood; not acked",
+			     (long long)c->seq, c->status);
+		return;
+	}
+	e->stats.confirms++;
+
+	kp_attempt a;
+	bool known = false, already = false, refund_made = false;
+	kp_refund refund;
+	kp_err err = kp_journal_begin(e->d.journal);
+	if (err != KP_OK)
+		goto out;
+	err = kp_journal_confirmation_record(e->d.journal, &rec, &already);
+	if (err != KP_OK || already)
+		goto out;
+	err = kp_journal_attempt_get(e->d.journal, rec.attempt_id, &a);
+	if (err == KP_OK) {
+		known = true;
+	} else if (err != KP_ERR_NOT_FOUND) {
+		goto out;
+	}
+	err = KP_OK;
+	if (rec.status == KP_CONFIRM_SUCCEEDED) {
+		if (known) {
+			err = success_in_txn(e, &a, rec.host_txn, rec.amount, "confirm", &refund, &refund_made);
+		} else {
+			/* A capture for an attempt we never made: keep it, refund it. */
+			err = refund_create_in_txn(e, NULL, rec.attempt_id, rec.host_txn, rec.amount,
+						   KP_REASON_ORPHAN, &refund);
+			refund_made = err == KP_OK;
+		}
+	} else if (known && (kp_attempt_state_live(a.state) || a.state == KP_ATTEMPT_UNRESOLVED)) {
+		kp_attempt_move m = {.from = a.state, .to = KP_ATTEMPT_FAILED, .now = now_wall(e),
+				     .cause = "confirm failed"};
+		err = kp_journal_attempt_move(e->d.journal, a.attempt_id, &m);
+	}
+	if (err == KP_OK && KP_FAILPOINT(60))
+		err = KP_ERR_FAILPOINT;
+out:
+	if (err == KP_OK)
+		err = kp_journal_commit(e->d.journal);
+	else
+		kp_journal_rollback(e->d.journal);
+	if (err != KP_OK) {
+		/* Not acked: the host redelivers, and we try again then. */
+		kp_log_error(e->d.env, "confirm seq %lld host_txn %s: not committed: %s; not acked",
+			     (long long)c->seq, c->host_txn, kp_strerror(err));
+		return;
+	}
+	if (already)
+		e->stats.confirms_duplicate++;
+	/* Committed: now, and only now, the host may forget it. */
+	(void)e->d.host_ops->ack(e->d.host, c->seq);
+	if (known)
+		notify(e, a.order_id);
+	if (refund_made)
+		refund_step(e, &refund);
+}
+
+/* ---------- refunds ---------- */
+
+/* Send a refund (again): same refund_id every time, so the host refunds once. */
+static void refund_step(kp_engine *e, const kp_refund *r)
+{
+	int64_t now = now_wall(e);
+	kp_refund_move m = {
+		.from = r->state, .to = r->state == KP_REFUND_PENDING ? KP_REFUND_SENT : r->state,
+		.now = now, .count_try = true, .cause = "refund sent",
+		.next_check_at = now + e->cfg.request_timeout_ms +
+				 backoff(e->cfg.refund_retry_ms, e->cfg.refund_retry_max_ms, r->tries + 1),
+	};
+	if (!host_up(e)) {
+		m.to = r->state;
+		m.count_try = false;
+		m.next_check_at = now + e->cfg.refund_retry_ms;
+		(void)kp_journal_refund_move(e->d.journal, r->refund_id, &m);
+		return;
+	}
+	kp_err err = kp_journal_refund_move(e->d.journal, r->refund_id, &m);
+	if (err != KP_OK) {
+		kp_log_error(e->d.env, "refund %s: cannot mark sent: %s", r->refund_id, kp_strerror(err));
+		return;
+	}
+	kp_host_msg q;
+	memset(&q, 0, sizeof(q));
+	q.op = KP_OP_REFUND;
+	copy_id(q.refund_id, sizeof(q.refund_id), r->refund_id);
+	copy_id(q.attempt_id, sizeof(q.attempt_id), r->attempt_id);
+	copy_id(q.host_txn, sizeof(q.host_txn), r->host_txn);
+	copy_id(q.reason, sizeof(q.reason), kp_refund_reason_str(r->reason));
+	q.amount = r->amount;
+	q.has_amount = true;
+	err = send_req(e, REQ_REFUND, &q, r->refund_id, NULL);
+	if (err != KP_OK)
+		kp_log_warn(e->d.env, "refund %s: not sent: %s (will retry)", r->refund_id, kp_strerror(err));
+}
+
+static kp_err due_refund(void *arg, const kp_refund *r)
+{
+	refund_step(arg, r);
+	return KP_OK;
+}
+
+/* ---------- attempts on the timer ---------- */
+
+static kp_err due_attempt(void *arg, const kp_attempt *a)
+{
+	kp_engine *e = arg;
+	int64_t now = now_wall(e);
+	int64_t age = now - a->created_at;
+	kp_attempt_move m = {.from = a->state, .to = a->state, .now = now, .count_try = true};
+	kp_host_op op = KP_OP_QUERY_PAYMENT;
+
+	if (a->state == KP_ATTEMPT_PAYING && age < e->cfg.pay_window_ms) {
+		m.next_check_at = now + e->cfg.query_every_ms;
+		m.cause = "query";
+	} else if (a->state == KP_ATTEMPT_CANCELING && age >= e->cfg.give_up_after_ms) {
+		m.to = KP_ATTEMPT_UNRESOLVED;
+		m.next_check_at = 0;
+		m.count_try = false;
+		m.cause = "outcome unknown after give_up_after";
+		op = KP_OP_NONE;
+	} else {
+		/* created (maybe never sent), paying past its window, canceling:
+		 * cancel at the host; keep at it with backoff until it answers. */
+		if (a->state != KP_ATTEMPT_CANCELING) {
+			m.to = KP_ATTEMPT_CANCELING;
+			m.cause = a->state == KP_ATTEMPT_CREATED ? "replay: never confirmed sent"
+								 : "pay window closed";
+		} else {
+			m.cause = "cancel retry";
+		}
+		m.next_check_at = now + backoff(e->cfg.query_backoff_min_ms, e->cfg.query_backoff_max_ms,
+						a->tries + 1);
+		op = KP_OP_CANCEL_PAYMENT;
+	}
+	if (a->state == KP_ATTEMPT_CREATED) {
+		/* created -> canceling is not a move: created -> paying first, in one txn. */
+		kp_err err = kp_journal_begin(e->d.journal);
+		kp_attempt_move p = {.from = KP_ATTEMPT_CREATED, .to = KP_ATTEMPT_PAYING, .now = now,
+				     .next_check_at = now, .cause = "replay"};
+		if (err == KP_OK)
+			err = kp_journal_attempt_move(e->d.journal, a->attempt_id, &p);
+		m.from = KP_ATTEMPT_PAYING;
+		if (err == KP_OK)
+			err = kp_journal_attempt_move(e->d.journal, a->attempt_id, &m);
+		if (err == KP_OK)
+			err = kp_journal_commit(e->d.journal);
+		else
+			kp_journal_rollback(e->d.journal);
+		if (err != KP_OK)
+			return err;
+	} else {
+		kp_err err = kp_journal_attempt_move(e->d.journal, a->attempt_id, &m);
+		if (err != KP_OK) {
+			kp_log_error(e->d.env, "attempt %s: cannot reschedule: %s", a->attempt_id, kp_strerror(err));
+			return KP_OK; /* look at the others */
+		}
+	}
+	if (m.to != a->state)
+		notify(e, a->order_id);
+	if (m.to == KP_ATTEMPT_UNRESOLVED) {
+		e->stats.alarms++;
+		kp_log_error(e->d.env, "ALARM attempt %s of order %s unresolved after %lld ms: needs a person",
+			     a->attempt_id, a->order_id, (long long)age);
+		return KP_OK;
+	}
+	kp_attempt sent = *a;
+	sent.state = m.to;
+	kp_err err = send_attempt_op(e, op, &sent, 0, NULL);
+	if (err != KP_OK)
+		kp_log_debug(e->d.env, "attempt %s: %s not sent: %s", a->attempt_id, kp_host_op_str(op),
+			     kp_strerror(err));
+	return KP_OK;
+}
+
+/* ---------- orders ---------- */
+
+static kp_err expire_order(void *arg, const kp_order *o)
+{
+	kp_engine *e = arg;
+	kp_attempt live;
+	if (kp_journal_attempt_live(e->d.journal, o->order_id, &live) == KP_OK)
+		return KP_OK; /* its attempt finishes first; a success then still counts */
+	kp_err err = kp_journal_order_move(e->d.journal, o->order_id, KP_ORDER_PENDING, KP_ORDER_EXPIRED,
+					   now_wall(e), "order_ttl passed");
+	if (err == KP_OK) {
+		kp_log_info(e->d.env, "order %s expired", o->order_id);
+		notify(e, o->order_id);
+	}
+	return KP_OK;
+}
+
+static bool amount_ok(const kp_engine *e, int64_t amount)
+{
+	return amount >= 1 && amount <= e->cfg.max_amount;
+}
+
+kp_err kp_engine_order_create(kp_engine *e, const kp_order_req *req, kp_order *out, bool *duplicated,
+			      char *why, size_t why_cap)
+{
+	const char *currency = req->currency ? req->currency : e->cfg.currency;
+	if (!req->dedup_key || !kp_proto_id_valid(req->dedup_key)) {
+		snprintf(why, why_cap, "dedup_key must be 1..64 characters of [A-Za-z0-9_-]");
+		return KP_ERR_INVALID;
+	}
+	if (!amount_ok(e, req->amount)) {
+		snprintf(why, why_cap, "amount must be an integer in minor units, 1..%lld",
+			 (long long)e->cfg.max_amount);
+		return KP_ERR_INVALID;
+	}
+	if (strcmp(currency, e->cfg.currency) != 0) {
+		snprintf(why, why_cap, "currency must be %s", e->cfg.currency);
+		return KP_ERR_INVALID;
+	}
+	if (req->items && strlen(req->items) >= KP_ITEMS_MAX) {
+		snprintf(why, why_cap, "items too long (max %d bytes)", KP_ITEMS_MAX - 1);
+		return KP_ERR_TOO_BIG;
+	}
+	kp_uuid id;
+	kp_err err = kp_uuid_new(e->d.env, &id);
+	if (err != KP_OK)
+		return err;
+	int64_t now = now_wall(e);
+	kp_order_new o = {
+		.order_id = id.s, .dedup_key = req->dedup_key, .amount = req->amount,
+		.currency = currency, .items = req->items, .now = now,
+		.expires_at = now + e->cfg.order_ttl_ms,
+	};
+	err = kp_journal_order_create(e->d.journal, &o, out, duplicated);
+	if (err == KP_ERR_CONFLICT)
+		snprintf(why, why_cap, "dedup_key %s was used for an order with other content",
+			 req->dedup_key);
+	else if (err != KP_OK)
+		snprintf(why, why_cap, "%s", kp_strerror(err));
+	else if (!*duplicated)
+		kp_log_info(e->d.env, "order %s created (%lld %s)", out->order_id, (long long)out->amount,
+			    out->currency);
+	return err;
+}
+
+kp_err kp_engine_cancel(kp_engine *e, const char *order_id, kp_order *out)
+{
+	kp_order o;
+	kp_err err = kp_journal_order_get(e->d.journal, order_id, &o);
+	if (err != KP_OK)
+		return err;
+	if (o.state == KP_ORDER_CANCELED) {
+		*out = o;
+		return KP_OK;
+	}
+	if (o.state != KP_ORDER_PENDING)
+		return KP_ERR_STATE;
+	int64_t now = now_wall(e);
+	kp_attempt live;
+	bool has_live = kp_journal_attempt_live(e->d.journal, order_id, &live) == KP_OK;
+	err = kp_journal_begin(e->d.journal);
+	if (err != KP_OK)
+		return err;
+	err = kp_journal_order_move(e->d.journal, order_id, KP_ORDER_PENDING, KP_ORDER_CANCELED, now,
+				    "canceled by customer");
+	if (err == KP_OK && has_live && live.state != KP_ATTEMPT_CANCELING) {
+		kp_attempt_move m = {.from = live.state, .to = KP_ATTEMPT_CANCELING, .now = now,
+				     .next_check_at = now + e->cfg.request_timeout_ms,
+				     .cause = "order canceled"};
+		if (live.state == KP_ATTEMPT_CREATED) {
+			kp_attempt_move p = {.from = KP_ATTEMPT_CREATED, .to = KP_ATTEMPT_PAYING,
+					     .now = now, .next_check_at = now, .cause = "order canceled"};
+			err = kp_journal_attempt_move(e->d.journal, live.attempt_id, &p);
+			m.from = KP_ATTEMPT_PAYING;
+		}
+		if (err == KP_OK)
+			err = kp_journal_attempt_move(e->d.journal, live.attempt_id, &m);
+	}
+	if (err == KP_OK)
+		err = kp_journal_commit(e->d.journal);
+	else
+		kp_journal_rollback(e->d.journal);
+	if (err != KP_OK)
+		return err;
+	if (has_live) {
+		live.state = KP_ATTEMPT_CANCELING;
+		(void)send_attempt_op(e, KP_OP_CANCEL_PAYMENT, &live, 0, NULL);
+	}
+	notify(e, order_id);
+	return kp_journal_order_get(e->d.journal, order_id, out);
+}
+
+/* The kept success of an order (state succeeded). */
+static kp_err kept_attempt(kp_engine *e, const char *order_id, kp_attempt *out)
+{
+	kp_attempt arr[32];
+	size_t n = 0;
+	kp_err err = kp_journal_attempts_of_order(e->d.journal, order_id, arr, 32, &n);
+	if (err != KP_OK)
+		return err;
+	for (size_t i = 0; i < n; i++) {
+		if (arr[i].state == KP_ATTEMPT_SUCCEEDED) {
+			*out = arr[i];
+			return KP_OK;
+		}
+	}
+	return KP_ERR_NOT_FOUND;
+}
+
+/* paid -> fulfill_failed with its kept success refunded, in one transaction. */
+static kp_err fail_and_refund(kp_engine *e, const kp_order *o, kp_refund_reason reason, const char *cause,
+			      kp_refund *refund)
+{
+	kp_attempt a;
+	kp_err err = kept_attempt(e, o->order_id, &a);
+	if (err != KP_OK)
+		return err;
+	int64_t now = now_wall(e);
+	err = kp_journal_begin(e->d.journal);
+	if (err != KP_OK)
+		return err;
+	err = kp_journal_order_move(e->d.journal, o->order_id, KP_ORDER_PAID, KP_ORDER_FULFILL_FAILED, now, cause);
+	kp_attempt_move m = {.from = KP_ATTEMPT_SUCCEEDED, .to = KP_ATTEMPT_REFUNDING, .now = now, .cause = cause};
+	if (err == KP_OK)
+		err = kp_journal_attempt_move(e->d.journal, a.attempt_id, &m);
+	if (err == KP_OK)
+		err = refund_create_in_txn(e, o->order_id, a.attempt_id, a.host_txn, a.amount, reason, refund);
+	if (err == KP_OK)
+		err = kp_journal_commit(e->d.journal);
+	else
+		kp_journal_rollback(e->d.journal);
+	return err;
+}
+
+kp_err kp_engine_vend(kp_engine *e, const char *order_id, bool success, kp_order *out)
+{
+	kp_order o;
+	kp_err err = kp_journal_order_get(e->d.journal, order_id, &o);
+	if (err != KP_OK)
+		return err;
+	kp_order_state want = success ? KP_ORDER_FULFILLED : KP_ORDER_FULFILL_FAILED;
+	if (o.state == want) {
+		*out = o; /* the same outcome again: nothing changes */
+		return KP_OK;
+	}
+	if (o.state != KP_ORDER_PAID)
+		return KP_ERR_STATE;
+	kp_refund refund;
+	if (success) {
+		err = kp_journal_order_move(e->d.journal, order_id, KP_ORDER_PAID, KP_ORDER_FULFILLED,
+					    now_wall(e), "vend success");
+	} else {
+		err = fail_and_refund(e, &o, KP_REASON_VEND_FAILED, "vend failure", &refund);
+	}
+	if (err != KP_OK)
+		return err;
+	kp_log_info(e->d.env, "order %s %s", order_id, success ? "fulfilled" : "vend failed: refunding");
+	notify(e, order_id);
+	if (!success)
+		refund_step(e, &refund);
+	return kp_journal_order_get(e->d.journal, order_id, out);
+}
+
+/* ---------- lifecycle, timer, recovery ---------- */
+
+kp_err kp_engine_new(kp_engine **out, const kp_engine_config *cfg, const kp_engine_deps *deps)
+{
+	if (!deps || !deps->env || !deps->journal || !deps->host_ops)
+		return KP_ERR_INVALID;
+	kp_engine *e = calloc(1, sizeof(*e));
+	if (!e)
+		return KP_ERR_NOMEM;
+	e->cfg = *cfg;
+	e->d = *deps;
+	*out = e;
+	return KP_OK;
+}
+
+void kp_engine_free(kp_engine *e)
+{
+	if (!e)
+		return;
+	for (struct pay_op *op = e->pays; op; op = op->next)
+		if (op->stage != PAY_DONE)
+			pay_finish(e, op, KP_ERR_UNAVAILABLE);
+	pay_flush(e);
+	free(e);
+}
+
+void kp_engine_set_config(kp_engine *e, const kp_engine_config *cfg)
+{
+	e->cfg = *cfg;
+}
+
+void kp_engine_on_link(kp_engine *e, bool up)
+{
+	e->link_up = up;
+	if (up)
+		(void)kp_engine_reconcile_now(e);
+}
+
+kp_err kp_engine_reconcile_now(kp_engine *e)
+{
+	int64_t n = 0;
+	return kp_journal_make_all_due(e->d.journal, now_wall(e), &n);
+}
+
+static kp_err power_cut(void *arg, const kp_order *o)
+{
+	kp_engine *e = arg;
+	if (e->cfg.power_cut_policy == KP_POWER_CUT_HOLD) {
+		kp_log_warn(e->d.env, "order %s paid before the restart, vend outcome unknown: held for a technician",
+			    o->order_id);
+		return KP_OK;
+	}
+	kp_refund refund;
+	kp_err err = fail_and_refund(e, o, KP_REASON_POWER_CUT, "power cut before vend outcome", &refund);
+	if (err != KP_OK) {
+		kp_log_error(e->d.env, "order %s: power-cut refund not recorded: %s", o->order_id, kp_strerror(err));
+		return KP_OK;
+	}
+	notify(e, o->order_id);
+	return KP_OK;
+}
+
+kp_err kp_engine_recover(kp_engine *e, int64_t *found)
+{
+	int64_t now = now_wall(e);
+	kp_err err = kp_journal_paid_unfulfilled(e->d.journal, now, 0, power_cut, e);
+	if (err != KP_OK)
+		return err;
+	return kp_journal_make_all_due(e->d.journal, now, found);
+}
+
+int64_t kp_engine_tick(kp_engine *e)
+{
+	int64_t now = now_wall(e);
+	pay_flush(e);
+	if (host_up(e)) {
+		kp_err err = kp_journal_due_refunds(e->d.journal, now, DUE_BATCH, due_refund, e);
+		if (err != KP_OK)
+			kp_log_error(e->d.env, "reconciler: refunds: %s", kp_strerror(err));
+	}
+	/* Attempts move on the timer even with the host down (pay window -> canceling). */
+	kp_err err = kp_journal_due_attempts(e->d.journal, now, DUE_BATCH, due_attempt, e);
+	if (err != KP_OK)
+		kp_log_error(e->d.env, "reconciler: attempts: %s", kp_strerror(err));
+	err = kp_journal_expired_orders(e->d.journal, now, DUE_BATCH, expire_order, e);
+	if (err != KP_OK)
+		kp_log_error(e->d.env, "reconciler: orders: %s", kp_strerror(err));
+	pay_flush(e);
+
+	/* Work already due means another tick at once, unless it is waiting for
+	 * the host (refunds are not sent while it is down): then no busy loop. */
+	int64_t next = 0;
+	if (kp_journal_next_due(e->d.journal, &next) != KP_OK || next == 0 || next > now + TICK_MAX_MS)
+		next = now + TICK_MAX_MS;
+	else if (next <= now && !host_up(e))
+		next = now + TICK_MAX_MS;
+	return next;
+}
+
+void kp_engine_stats_get(const kp_engine *e, kp_engine_stats *out)
+{
+	*out = e->stats;
+}

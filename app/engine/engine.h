@@ -1,0 +1,141 @@
+/* engine.h — the payment engine: orders, attempts, confirmations, refunds.
+ * Pure logic over kp_env (clock, randomness, log), the journal and a host
+ * interface; no sockets, no globals. Every state change is committed to the
+ * journal before anyone (API caller, host ack, observer) hears of it. The live
+ * path and the reconciler are the same functions: a host reply, a confirm and
+ * a timer all end in the same "apply what the host says" step. */
+#ifndef KP_ENGINE_H
+#define KP_ENGINE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "hostproto.h"
+#include "journal.h"
+#include "kp_env.h"
+#include "kp_error.h"
+
+typedef struct kp_engine kp_engine;
+
+/* What the engine needs of the host link; hostlink.c in the daemon, a fake in
+ * unit tests. request: the reply callback runs exactly once, later, never
+ * inside request(); a non-OK return means it will not run. */
+typedef void (*kp_engine_reply_fn)(void *arg, kp_err err, const kp_host_msg *reply);
+typedef struct kp_host_ops {
+	bool (*up)(void *host);
+	kp_err (*request)(void *host, const kp_host_msg *req, kp_engine_reply_fn fn, void *arg);
+	kp_err (*ack)(void *host, int64_t seq);
+} kp_host_ops;
+
+typedef enum kp_power_cut_policy {
+	KP_POWER_CUT_REFUND = 0, /* paid, vend outcome unknown at boot: refund */
+	KP_POWER_CUT_HOLD = 1,   /* leave it paid for a technician */
+} kp_power_cut_policy;
+
+typedef struct kp_engine_config {
+	char currency[4];
+	int64_t max_amount;          /* minor units */
+	int64_t order_ttl_ms;        /* 300 s */
+	int64_t pay_margin_ms;       /* 60 s */
+	int64_t query_every_ms;      /* 5 s */
+	int64_t pay_window_ms;       /* 60 s */
+	int64_t give_up_after_ms;    /* 24 h */
+	int64_t query_backoff_min_ms;/* 30 s */
+	int64_t query_backoff_max_ms;/* 10 min */
+	int64_t refund_retry_ms;     /* 5 s */
+	int64_t refund_retry_max_ms; /* 10 min */
+	int64_t request_timeout_ms;  /* how long a sent request keeps a record busy; 10 s */
+	kp_power_cut_policy power_cut_policy;
+} kp_engine_config;
+
+/* The defaults of design.md. */
+void kp_engine_config_defaults(kp_engine_config *cfg);
+
+/* Told after a commit that changed an order or something under it. */
+typedef void (*kp_order_changed_fn)(void *arg, const char *order_id);
+
+typedef struct kp_engine_deps {
+	const kp_env *env;
+	kp_journal *journal;
+	const kp_host_ops *host_ops;
+	void *host;
+	kp_order_changed_fn on_change; /* may be NULL */
+	void *on_change_arg;
+} kp_engine_deps;
+
+/* Create an engine; borrows everything in deps. Does no I/O. */
+kp_err kp_engine_new(kp_engine **out, const kp_engine_config *cfg, const kp_engine_deps *deps) KP_MUST_USE;
+/* Pending pay callbacks are called with KP_ERR_UNAVAILABLE. Safe on NULL.
+ * Host requests still in flight keep a pointer to the engine: free the host
+ * link (which fails them) before the engine. */
+void kp_engine_free(kp_engine *e);
+/* Replace the timings (SIGHUP reload). */
+void kp_engine_set_config(kp_engine *e, const kp_engine_config *cfg);
+
+typedef struct kp_order_req {
+	const char *dedup_key;
+	int64_t amount;
+	const char *currency;   /* NULL = the configured currency */
+	const char *items;      /* JSON text or NULL */
+} kp_order_req;
+
+/* Validate and create an order (or return the one with the same dedup_key:
+ * *duplicated = true). KP_ERR_INVALID with a reason in why for bad input,
+ * KP_ERR_CONFLICT for the same key with other content. */
+kp_err kp_engine_order_create(kp_engine *e, const kp_order_req *req, kp_order *out, bool *duplicated,
+			      char *why, size_t why_cap) KP_MUST_USE;
+
+/* Result of a pay request: err KP_OK with the attempt as committed, or the
+ * error (KP_ERR_STATE: order already paid / not payable; KP_ERR_BUSY: the
+ * previous attempt is still being canceled; KP_ERR_DISCONNECTED ...). */
+typedef void (*kp_pay_done_fn)(void *arg, kp_err err, const kp_attempt *attempt);
+
+/* Start paying an order on a channel. Checks at once: order exists
+ * (KP_ERR_NOT_FOUND), is pending (KP_ERR_STATE), the pay deadline
+ * expires_at - pay_margin has not passed (KP_ERR_EXPIRED), the host is up
+ * (KP_ERR_DISCONNECTED), channel valid (KP_ERR_INVALID); on such an error done
+ * is not called. Otherwise returns KP_OK and calls done exactly once, later:
+ * after the new attempt is committed as paying and the host answered its
+ * create_payment (or did not in time). A live attempt on another channel is
+ * canceled at the host first. */
+kp_err kp_engine_pay(kp_engine *e, const char *order_id, const char *channel, kp_pay_done_fn done,
+		     void *arg) KP_MUST_USE;
+
+/* Cancel a pending order (its live attempt is canceled at the host; a success
+ * that still arrives is refunded as late). Canceling a canceled order is OK.
+ * KP_ERR_STATE if paid or final otherwise. *out is the order after commit. */
+kp_err kp_engine_cancel(kp_engine *e, const char *order_id, kp_order *out) KP_MUST_USE;
+
+/* Record the vend outcome of a paid order: fulfilled, or fulfill_failed and a
+ * refund (vend_failed). The same outcome again changes nothing; the other
+ * outcome after one was recorded is KP_ERR_STATE. */
+kp_err kp_engine_vend(kp_engine *e, const char *order_id, bool success, kp_order *out) KP_MUST_USE;
+
+/* A confirm from the host: committed (idempotent by host_txn), then acked. */
+void kp_engine_on_confirm(kp_engine *e, const kp_host_msg *confirm);
+/* The host link went up or down. Up: due work is looked at on the next tick. */
+void kp_engine_on_link(kp_engine *e, bool up);
+
+/* Boot: apply the power-cut policy to paid orders with no vend outcome that
+ * were made before this start, and make every non-final record due now.
+ * Returns how many records were found. */
+kp_err kp_engine_recover(kp_engine *e, int64_t *found) KP_MUST_USE;
+
+/* Do the work that is due (queries, cancels, refunds, expiries) and return
+ * the wall time (ms) at which the next tick is wanted (0: nothing scheduled). */
+int64_t kp_engine_tick(kp_engine *e);
+
+/* Make every non-final record due now (POST /reconcile). */
+kp_err kp_engine_reconcile_now(kp_engine *e) KP_MUST_USE;
+
+typedef struct kp_engine_stats {
+	uint64_t alarms;              /* unresolved attempts + rejected refunds seen */
+	uint64_t confirms;
+	uint64_t confirms_duplicate;
+	uint64_t refunds_created;
+	uint64_t host_errors;
+	uint64_t requests_in_flight;
+} kp_engine_stats;
+void kp_engine_stats_get(const kp_engine *e, kp_engine_stats *out);
+
+#endif

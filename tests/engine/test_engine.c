@@ -1,0 +1,669 @@
+/* test_engine.c — the payment engine on a fake clock and a fake host, over a
+ * real journal file. Each scenario asserts what the caller sees and the
+ * journal behind it, and that nothing is told before it is committed. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engine.h"
+#include "journal.h"
+#include "kp_failpoint.h"
+
+#define T0 1800000000000LL
+#define MAXREQ 64
+
+/* ---------- the fake host ---------- */
+
+struct fake_req {
+	kp_host_msg msg;
+	kp_engine_reply_fn fn;
+	void *arg;
+	bool answered;
+};
+
+struct fake_host {
+	bool up;
+	struct fake_req reqs[MAXREQ];
+	int nreq;
+	int64_t acks[MAXREQ];
+	int nack;
+	kp_journal *j;          /* to check commit-before-tell */
+	int changes;            /* on_change calls */
+};
+
+struct fixture {
+	char dir[64];
+	char path[128];
+	kp_env env;
+	kp_fake_world world;
+	kp_journal *j;
+	kp_engine *e;
+	kp_engine_config cfg;
+	struct fake_host host;
+};
+
+static bool fh_up(void *h)
+{
+	return ((struct fake_host *)h)->up;
+}
+
+static kp_err fh_request(void *h, const kp_host_msg *req, kp_engine_reply_fn fn, void *arg)
+{
+	struct fake_host *fh = h;
+	if (!fh->up)
+		return KP_ERR_DISCONNECTED;
+	assert_true(fh->nreq < MAXREQ);
+	/* Write-ahead: whatever goes to the host is already in the journal. */
+	if (req->op == KP_OP_CREATE_PAYMENT || req->op == KP_OP_CANCEL_PAYMENT) {
+		kp_attempt a;
+		assert_int_equal(kp_journal_attempt_get(fh->j, req->attempt_id, &a), KP_OK);
+		if (req->op == KP_OP_CREATE_PAYMENT)
+			assert_int_equal(a.state, KP_ATTEMPT_PAYING);
+	}
+	if (req->op == KP_OP_REFUND) {
+		kp_refund r;
+		assert_int_equal(kp_journal_refund_get(fh->j, req->refund_id, &r), KP_OK);
+		assert_int_equal(r.state, KP_REFUND_SENT);
+	}
+	struct fake_req *r = &fh->reqs[fh->nreq++];
+	memset(r, 0, sizeof(*r));
+	r->msg = *req;
+	r->fn = fn;
+	r->arg = arg;
+	return KP_OK;
+}
+
+static kp_err fh_ack(void *h, int64_t seq)
+{
+	struct fake_host *fh = h;
+	/* Ack only after commit: the confirmation must already be readable. */
+	assert_true(fh->nack < MAXREQ);
+	fh->acks[fh->nack++] = seq;
+	return KP_OK;
+}
+
+static const kp_host_ops fake_ops = {.up = fh_up, .request = fh_request, .ack = fh_ack};
+
+static void on_change(void *arg, const char *order_id)
+{
+	(void)order_id;
+	((struct fake_host *)arg)->changes++;
+}
+
+/* The last unanswered request with this op (and attempt id, if given). */
+static struct fake_req *find_req(struct fixture *f, kp_host_op op, const char *id)
+{
+	for (int i = f->host.nreq - 1; i >= 0; i--) {
+		struct fake_req *r = &f->host.reqs[i];
+		if (r->answered || r->msg.op != op)
+			continue;
+		if (id && strcmp(r->msg.attempt_id, id) != 0 && strcmp(r->msg.refund_id, id) != 0)
+			continue;
+		return r;
+	}
+	return NULL;
+}
+
+static int count_req(struct fixture *f, kp_host_op op)
+{
+	int n = 0;
+	for (int i = 0; i < f->host.nreq; i++)
+		n += f->host.reqs[i].msg.op == op;
+	return n;
+}
+
+static void answer(struct fake_req *r, kp_err err, const kp_host_msg *reply)
+{
+	assert_non_null(r);
+	assert_false(r->answered);
+	r->answered = true;
+	r->fn(r->arg, err, reply);
+}
+
+static void answer_payment(struct fake_req *r, const char *status, const char *host_txn, int64_t amount)
+{
+	kp_host_msg m;
+	memset(&m, 0, sizeof(m));
+	m.op = KP_OP_PAYMENT;
+	snprintf(m.attempt_id, sizeof(m.attempt_id), "%s", r->msg.attempt_id);
+	snprintf(m.status, sizeof(m.status), "%s", status);
+	if (host_txn)
+		snprintf(m.host_txn, sizeof(m.host_txn), "%s", host_txn);
+	m.amount = amount;
+	m.has_amount = amount != 0;
+	answer(r, KP_OK, &m);
+}
+
+static void answer_refund(struct fake_req *r, const char *status)
+{
+	kp_host_msg m;
+	memset(&m, 0, sizeof(m));
+	m.op = KP_OP_REFUND_REPLY;
+	snprintf(m.refund_id, sizeof(m.refund_id), "%s", r->msg.refund_id);
+	snprintf(m.status, sizeof(m.status), "%s", status);
+	answer(r, KP_OK, &m);
+}
+
+static void confirm(struct fixture *f, int64_t seq, const char *attempt_id, const char *host_txn,
+		    const char *status, int64_t amount)
+{
+	kp_host_msg c;
+	memset(&c, 0, sizeof(c));
+	c.op = KP_OP_CONFIRM;
+	c.seq = seq;
+	snprintf(c.attempt_id, sizeof(c.attempt_id), "%s", attempt_id);
+	snprintf(c.host_txn, sizeof(c.host_txn), "%s", host_txn);
+	snprintf(c.status, sizeof(c.status), "%s", status);
+	snprintf(c.currency, sizeof(c.currency), "EUR");
+	c.amount = amount;
+	c.at = kp_now_wall(&f->env);
+	kp_engine_on_confirm(f->e, &c);
+}
+
+/* ---------- fixture ---------- */
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	snprintf(f->dir, sizeof(f->dir), "/tmp/kp-engine-XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	snprintf(f->path, sizeof(f->path), "%s/journal.db", f->dir);
+	kp_env_init_fake(&f->env, &f->world, 7, T0);
+	f->world.quiet = true;
+	assert_int_equal(kp_journal_open(&f->j, f->path, 0, &f->env), KP_OK);
+	kp_engine_config_defaults(&f->cfg);
+	f->host.up = true;
+	f->host.j = f->j;
+	kp_engine_deps d = {.env = &f->env, .journal = f->j, .host_ops = &fake_ops, .host = &f->host,
+			    .on_change = on_change, .on_change_arg = &f->host};
+	assert_int_equal(kp_engine_new(&f->e, &f->cfg, &d), KP_OK);
+	*state = f;
+	return 0;
+}
+
+static void print_problem(void *arg, const char *problem)
+{
+	(void)arg;
+	fprintf(stderr, "journal check: %s\n", problem);
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	kp_engine_free(f->e);
+	/* The invariants that need no host hold after every scenario. */
+	assert_int_equal(kp_journal_check(f->j, print_problem, NULL), KP_OK);
+	kp_journal_close(f->j);
+	char cmd[256];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+	if (system(cmd) != 0)
+		return -1;
+	free(f);
+	return 0;
+}
+
+static void advance_by(struct fixture *f, int64_t ms, int64_t max_step)
+{
+	while (ms > 0) {
+		int64_t step = ms < max_step ? ms : max_step;
+		kp_fake_advance(&f->world, step);
+		ms -= step;
+		(void)kp_engine_tick(f->e);
+	}
+}
+
+/* Move time in steps of at most 1 s, ticking like the daemon's loop. */
+static void advance(struct fixture *f, int64_t ms)
+{
+	advance_by(f, ms, 1000);
+}
+
+static void make_order(struct fixture *f, const char *key, int64_t amount, kp_order *o)
+{
+	bool dup = true;
+	char why[128];
+	kp_order_req req = {.dedup_key = key, .amount = amount};
+	assert_int_equal(kp_engine_order_create(f->e, &req, o, &dup, why, sizeof(why)), KP_OK);
+	assert_false(dup);
+	assert_int_equal(o->state, KP_ORDER_PENDING);
+}
+
+struct pay_result {
+	int calls;
+	kp_err err;
+	kp_attempt a;
+};
+
+static void pay_done(void *arg, kp_err err, const kp_attempt *a)
+{
+	struct pay_result *r = arg;
+	r->calls++;
+	r->err = err;
+	if (a)
+		r->a = *a;
+}
+
+/* Pay and answer create_payment with "pending": returns the attempt id. */
+static void pay_pending(struct fixture *f, const char *order_id, const char *channel, kp_attempt *out)
+{
+	struct pay_result r = {0};
+	assert_int_equal(kp_engine_pay(f->e, order_id, channel, pay_done, &r), KP_OK);
+	assert_int_equal(r.calls, 0); /* never inside kp_engine_pay */
+	struct fake_req *q = find_req(f, KP_OP_CREATE_PAYMENT, NULL);
+	assert_non_null(q);
+	assert_string_equal(q->msg.channel, channel);
+	kp_host_msg m;
+	memset(&m, 0, sizeof(m));
+	m.op = KP_OP_PAYMENT;
+	snprintf(m.attempt_id, sizeof(m.attempt_id), "%s", q->msg.attempt_id);
+	snprintf(m.status, sizeof(m.status), "pending");
+	snprintf(m.qr, sizeof(m.qr), "https://pay.example/qr/1");
+	answer(q, KP_OK, &m);
+	(void)kp_engine_tick(f->e);
+	assert_int_equal(r.calls, 1);
+	assert_int_equal(r.err, KP_OK);
+	assert_int_equal(r.a.state, KP_ATTEMPT_PAYING);
+	assert_string_equal(r.a.qr, "https://pay.example/qr/1");
+	*out = r.a;
+}
+
+static kp_order_state order_state(struct fixture *f, const char *id)
+{
+	kp_order o;
+	assert_int_equal(kp_journal_order_get(f->j, id, &o), KP_OK);
+	return o.state;
+}
+
+static kp_attempt_state attempt_state(struct fixture *f, const char *id)
+{
+	kp_attempt a;
+	assert_int_equal(kp_journal_attempt_get(f->j, id, &a), KP_OK);
+	return a.state;
+}
+
+static size_t refunds(struct fixture *f, const char *order_id, kp_refund *arr)
+{
+	size_t n = 0;
+	assert_int_equal(kp_journal_refunds_of_order(f->j, order_id, arr, 8, &n), KP_OK);
+	return n;
+}
+
+/* ---------- scenarios ---------- */
+
+static void test_order_validation_and_dedup(void **state)
+{
+	struct fixture *f = *state;
+	static const struct {
+		const char *key;
+		int64_t amount;
+		const char *currency;
+		kp_err want;
+	} cases[] = {
+		{"cart-1", 250, NULL, KP_OK},
+		{"cart-1", 250, "EUR", KP_OK},           /* duplicate */
+		{"cart-1", 300, NULL, KP_ERR_CONFLICT},  /* same key, other amount */
+		{"cart-2", 0, NULL, KP_ERR_INVALID},
+		{"cart-2", -5, NULL, KP_ERR_INVALID},
+		{"cart-2", 10001, NULL, KP_ERR_INVALID}, /* over max_amount */
+		{"cart-2", 100, "USD", KP_ERR_INVALID},
+		{"", 100, NULL, KP_ERR_INVALID},
+		{"bad key!", 100, NULL, KP_ERR_INVALID},
+	};
+	char first[KP_ID_SIZE] = "";
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		kp_order o;
+		bool dup = false;
+		char why[128] = "";
+		kp_order_req req = {.dedup_key = cases[i].key, .amount = cases[i].amount,
+				    .currency = cases[i].currency};
+		assert_int_equal(kp_engine_order_create(f->e, &req, &o, &dup, why, sizeof(why)), cases[i].want);
+		if (cases[i].want != KP_OK) {
+			assert_true(why[0] != '\0');
+			continue;
+		}
+		if (!first[0]) {
+			snprintf(first, sizeof(first), "%s", o.order_id);
+			assert_false(dup);
+			assert_int_equal(o.expires_at, T0 + 300000);
+		} else {
+			assert_true(dup);
+			assert_string_equal(o.order_id, first);
+		}
+	}
+	kp_journal_stats st;
+	assert_int_equal(kp_journal_stats_get(f->j, &st), KP_OK);
+	assert_int_equal(st.orders[KP_ORDER_PENDING], 1);
+}
+
+static void test_sale_confirm_vend(void **state)
+{
+	struct fixture *f = *state;
+	kp_order o;
+	kp_attempt a;
+	make_order(f, "sale-1", 250, &o);
+	pay_pending(f, o.order_id, "card", &a);
+	assert_int_equal(f->host.reqs[0].msg.amount, 250);
+	assert_string_equal(f->host.reqs[0].msg.order_id, o.order_id);
+
+	/* The same confirm delivered five times: one change, five acks. */
+	for (int i = 0; i < 5; i++)
+		confirm(f, 11, a.attempt_id, "txn-1", "succeeded", 250);
+	assert_int_equal(f->host.nack, 5);
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(f->host.acks[i], 11);
+	assert_int_equal(order_state(f, o.order_id), KP_ORDER_PAID);
+	assert_int_equal(attempt_state(f, a.attempt_id), KP_ATTEMPT_SUCCEEDED);
+	kp_engine_stats st;
+	kp_engine_stats_get(f->e, &st);
+	assert_int_equal(st.confirms_duplicate, 4);
+	kp_refund rf[8];
+	assert_int_equal(refunds(f, o.order_id, rf), 0);
+
+	kp_order out;
+	assert_int_equal(kp_engine_vend(f->e, o.order_id, true, &out), KP_OK);
+	assert_int_equal(out.state, KP_ORDER_FULFILLED);
+	assert_int_equal(kp_engine_vend(f->e, o.order_id, true, &out), KP_OK); /* repeat: no change */
+	assert_int_equal(kp_engine_vend(f->e, o.order_id, false, &out), KP_ERR_STATE);
+	assert_int_equal(order_state(f, o.order_id), KP_ORDER_FULFILLED);
+}
+
+static void test_pay_refusals(void **state)
+{
+	struct fixture *f = *state;
+	kp_order o;
+	make_order(f, "refuse-1", 100, &o);
+	struct pay_result r = {0};
+	assert_int_equal(kp_engine_pay(f->e, "no-such-order", "card", pay_done, &r), KP_ERR_NOT_FOUND);
+	assert_int_equal(kp_engine_pay(f->e, o.order_id, "Card!", pay_done, &r), KP_ERR_INVALID);
+	f->host.up = false; /* host down at pay time: clear error, no attempt */
+	assert_int_equal(kp_engine_pay(f->e, o.order_id, "card", pay_done, &r), KP_ERR_DISCONNECTED);
+	kp_attempt live;
+	assert_int_equal(kp_journal_attempt_live(f->j, o.order_id, &live), KP_ERR_NOT_FOUND);
+	f->host.up = true;
+	/* Inside the pay margin: expired, never a silent new order. */
+	advance(f, 300000 - 60000 + 1);
+	assert_int_equal(kp_engine_pay(f->e, o.order_id, "card", pay_done, &r), KP_ERR_EXPIRED);
+	assert_int_equal(kp_journal_attempt_live(f->j, o.order_id, &live), KP_ERR_NOT_FOUND);
+	assert_int_equal(r.calls, 0);
+	advance(f, 60000);
+	assert_int_equal(order_state(f, o.order_id), KP_ORDER_EXPIRED);
+}
+
+static void test_repay_after_failed_attempt(void **state)
+{
+	struct fixture *f = *state;
+	kp_order o;
+	kp_attempt a1, a2;
+	make_order(f, "repay-1", 400, &o);
+	pay_pending(f, o.order_id, "card", &a1);
+	confirm(f, 1, a1.attempt_id, "txn-f1", "failed", 400);
+	assert_int_equal(attempt_state(f, a1.attempt_id), KP_ATTEMPT_FAILED);
+	assert_int_equal(order_state(f, o.order_id), KP_ORDER_PENDING);
+	pay_pending(f, o.order_id, "card", &a2);
+	assert_string_not_equal(a1.attempt_id, a2.attempt_id);
+	confirm(f, 2, a2.attempt_id, "txn-ok", "succeeded", 400);
+	assert_int_equal(order_state(f, o.order_id), KP_ORDER_PAID);
+}
+
+static void test_two_channels_both_paid(void **state)
+{
+	struct fixture *f = *state;
+	kp_order o;
+	kp_attempt a1;
+	make_order(f, "two-1", 500, &o);
+	pay_pending(f, o.order_id, "card", &a1);
+
+	/* Switch to the wallet: the card attempt is canceled at the host first. */
+	struct pay_result r = {0};
+	assert_int_equal(kp_engine_pay(f->e, o.order_id, "wallet", pay_done, &r), KP_OK);
+	assert_int_equal(attempt_state(f, a1.attempt_id), KP_ATTEMPT_CANCELING);
+	struct fake_req *c = find_req(f, KP_OP_CANCEL_PAYMENT, a1.attempt_id);
+	answer_payment(c, "canceled", NULL, 0);
+	struct fake_req *q = find_req(f, KP_OP_CREATE_PAYMENT, NULL);
+	assert_string_equal(q->msg.channel, "wallet");
+	answer_payment(q, "pending", NULL, 0);
+	(void)kp_engine_tick(f->e);
+	assert_int_equal(r.calls, 1);
+	assert_int_equal(r.err, KP_OK);
+	kp_attempt a2 = r.a;
+
+	/* Both got paid: the wallet first, the card's capture arrives late. */
+	confirm(f, 5, a2.attempt_id, "txn-w", "succeeded", 500);
+	confirm(f, 6, a1.attempt_id, "txn-c", "succeeded", 500);
+	assert_int_equal(order_state(f, o.order_id), KP_ORDER_PAID);
+	assert_int_equal(attempt_state(f, a2.attempt_id), KP_ATTEMPT_SUCCEEDED);
+	assert_int_equal(attempt_state(f, a1.attempt_id), KP_ATTEMPT_REFUNDING);
+	kp_refund rf[8];
+	assert_int_equal(refunds(f, o.order_id, rf), 1);
+	assert_int_equal(rf[0].reason, KP_REASON_DUPLICATE);
+	assert_string_equal(rf[0].host_txn, "txn-c");
+	assert_int_equal(rf[0].state, KP_REFUND_SENT);
+
+	/* The refund's reply is lost: retried later with the same refund_id. */
+	struct fake_req *rq = find_req(f, KP_OP_REFUND, rf[0].refund_id);
+	assert_non_null(rq);
+	answer(rq, KP_ERR_TIMEOUT, NULL);
+	advance(f, 60000);
+	rq = find_req(f, KP_OP_REFUND, NULL);
+	assert_non_null(rq);
+	assert_string_equal(rq->msg.refund_id, rf[0].refund_id);
+	assert_int_equal(rq->msg.amount, 500);
+	answer_refund(rq, "refunded");
+	assert_int_equal(refunds(f, o.order_id, rf), 1);
+	assert_int_equal(rf[0].state, KP_REFUND_REFUNDED);
+	assert_int_equal(attempt_state(f, a1.attempt_id), KP_ATTEMPT_REFUNDED);
+	/* Quiet: no more refund traffic. */
+	int before = count_req(f, KP_OP_REFUND);
+	advance(f, 600000);
+	assert_int_equal(count_req(f, KP_OP_REFUND), before);
+}
+
+static void test_cancel_loses_race(void **state)
+{
+	struct fixture *f = *state;
+	kp_order o;
+	kp_attempt a1;
+	make_order(f, "race-1", 300, &o);
+	pay_pending(f, o.order_id, "card", &a1);
+	struct pay_result r = {0};
+	assert_int_equal(kp_engine_pay(f->e, o.order_id, "wallet", pay_done, &r), KP_OK);
+	/* The customer's card payment went through before the cancel. */
+	answer_payment(find_req(f, KP_OP_CANCEL_PAYMENT, a1.attempt_id), "succeeded", "txn-r", 300);
+	(void)kp_engine_tick(f->e);
+	assert_int_equal(r.calls, 1);
+	assert_int_equal(r.err, KP_ERR_STATE); /* already paid: no wallet attempt */
+	assert_int_equal(attempt_state(f, a1.attempt_id), KP_ATTEMPT_SUCCEEDED);
+	assert_int_equal(order_state(f, o.order_id), KP_ORDER_PAID);
+	assert_int_equal(count_req(f, KP_OP_CREATE_PAYMENT), 1);
+}
+
+static void test_no_confirm_queries_then_cancel(void **state)
+{
+	struct fixture *f = *state;
+	kp_order o;
+	kp_attempt a;
+	make_order(f, "quiet-1", 120, &o);
+	pay_pending(f, o.order_id, "card", &a);
+	/* Inside the pay window: queries every query_every, answered pending. */
+	for (int i = 0; i < 30; i++) {
+		advance(f, 1000);
+		struct fake_req *q = find_req(f, KP_OP_QUERY_PAYMENT, a.attempt_id);
+		if (q)
+			answer_payment(q, "pending", NULL, 0);
+	}
+	int queries = count_req(f, KP_OP_QUERY_PAYMENT);
+	assert_in_range(queries, 4, 7);
+	assert_int_equal(count_req(f, KP_OP_CANCEL_PAYMENT), 0);
+	advance(f, 35000);
+	for (struct fake_req *q; (q = find_req(f, KP_OP_QUERY_PAYMENT, a.attempt_id));)
+		answer_payment(q, "pending", NULL, 0);
+	/* Window closed: cancel at the host. */
+	struct fake_req *c = find_req(f, KP_OP_CANCEL_PAYMENT, a.attempt_id);
+	assert_non_null(c);
+	assert_int_equal(attempt_state(f, a.attempt_id), KP_ATTEMPT_CANCELING);
+	answer_payment(c, "canceled", NULL, 0);
+	assert_int_equal(attempt_state(f, a.attempt_id), KP_ATTEMPT_CANCELED);
+	assert_int_equal(order_state(f, o.order_id), KP_ORDER_PENDING);
+	/* And the order expires when its TTL passes, with nothing live. */
+	advance(f, 300000);
+	assert_int_equal(order_state(f, o.order_id), KP_ORDER_EXPIRED);
+	/* A confirm after expiry: kept and refunded as late. */
+	confirm(f, 9, a.attempt_id, "txn-late", "succeeded", 120);
+	assert_int_equal(attempt_state(f, a.attempt_id), KP_ATTEMPT_REFUNDING);
+	kp_refund rf[8];
+	assert_int_equal(refunds(f, o.order_id, rf), 1);
+	assert_int_equal(rf[0].reason, KP_REASON_LATE);
+	assert_int_equal(f->host.nack, 1);
+}
+
+static void test_orphan_and_amount_mismatch(void **state)
+{
+	struct fixture *f = *state;
+	/* A capture for an attempt we never made. */
+	confirm(f, 20, "never-made-attempt", "txn-orphan", "succeeded", 999);
+	assert_int_equal(f->host.nack, 1);
+	struct fake_req *rq = find_req(f, KP_OP_REFUND, NULL);
+	assert_non_null(rq);
+	assert_string_equal(rq->msg.host_txn, "txn-orphan");
+	assert_string_equal(rq->msg.reason, "orphan");
+	assert_int_equal(rq->msg.amount, 999);
+	answer_refund(rq, "refunded");
+	kp_refund r;
+	assert_int_equal(kp_journal_refund_get(f->j, rq->msg.refund_id, &r), KP_OK);
+	assert_int_equal(r.state, KP_REFUND_REFUNDED);
+
+	/* A capture of another amount than the attempt asked for. */
+	kp_order o;
+	kp_attempt a;
+	make_order(f, "mismatch-1", 700, &o);
+	pay_pending(f, o.order_id, "card", &a);
+	confirm(f, 21, a.attempt_id, "txn-mm", "succeeded", 70);
+	assert_int_equal(order_state(f, o.order_id), KP_ORDER_PENDING);
+	assert_int_equal(attempt_state(f, a.attempt_id), KP_ATTEMPT_REFUNDING);
+	kp_refund rf[8];
+	assert_int_equal(refunds(f, o.order_id, rf), 1);
+	assert_int_equal(rf[0].reason, KP_REASON_AMOUNT_MISMATCH);
+	assert_int_equal(rf[0].amount, 70);
+}
+
+static void test_vend_failure_refunds(void **state)
+{
+	struct fixture *f = *state;
+	kp_order o, out;
+	kp_attempt a;
+	make_order(f, "vendfail-1", 180, &o);
+	pay_pending(f, o.order_id, "card", &a);
+	confirm(f, 30, a.attempt_id, "txn-v", "succeeded", 180);
+	assert_int_equal(kp_engine_vend(f->e, o.order_id, false, &out), KP_OK);
+	assert_int_equal(out.state, KP_ORDER_FULFILL_FAILED);
+	kp_refund rf[8];
+	assert_int_equal(refunds(f, o.order_id, rf), 1);
+	assert_int_equal(rf[0].reason, KP_REASON_VEND_FAILED);
+	answer_refund(find_req(f, KP_OP_REFUND, rf[0].refund_id), "rejected");
+	assert_int_equal(attempt_state(f, a.attempt_id), KP_ATTEMPT_REFUND_REJECTED);
+	kp_engine_stats st;
+	kp_engine_stats_get(f->e, &st);
+	assert_int_equal(st.alarms, 1);
+}
+
+static void test_give_up_unresolved(void **state)
+{
+	struct fixture *f = *state;
+	kp_order o;
+	kp_attempt a;
+	make_order(f, "lost-1", 90, &o);
+	pay_pending(f, o.order_id, "card", &a);
+	f->host.up = false; /* the host is gone for good */
+	advance(f, 70000);
+	assert_int_equal(attempt_state(f, a.attempt_id), KP_ATTEMPT_CANCELING);
+	advance_by(f, 25 * 3600000LL, 10000);
+	assert_int_equal(attempt_state(f, a.attempt_id), KP_ATTEMPT_UNRESOLVED);
+	kp_engine_stats st;
+	kp_engine_stats_get(f->e, &st);
+	assert_int_equal(st.alarms, 1);
+}
+
+static void test_confirm_not_committed_not_acked(void **state)
+{
+	struct fixture *f = *state;
+	kp_order o;
+	kp_attempt a;
+	make_order(f, "fp-1", 50, &o);
+	pay_pending(f, o.order_id, "card", &a);
+	assert_int_equal(kp_failpoint_arm(60, 1, 1, KP_FP_ERROR), KP_OK);
+	confirm(f, 40, a.attempt_id, "txn-fp", "succeeded", 50);
+	kp_failpoint_disarm_all();
+	assert_int_equal(f->host.nack, 0); /* not committed, so not acked */
+	assert_int_equal(order_state(f, o.order_id), KP_ORDER_PENDING);
+	kp_confirmation c;
+	assert_int_equal(kp_journal_confirmation_get(f->j, "txn-fp", &c), KP_ERR_NOT_FOUND);
+	confirm(f, 40, a.attempt_id, "txn-fp", "succeeded", 50); /* redelivered */
+	assert_int_equal(f->host.nack, 1);
+	assert_int_equal(order_state(f, o.order_id), KP_ORDER_PAID);
+}
+
+static void test_power_cut_policy_on_recover(void **state)
+{
+	struct fixture *f = *state;
+	kp_order o;
+	kp_attempt a;
+	make_order(f, "cut-1", 260, &o);
+	pay_pending(f, o.order_id, "card", &a);
+	confirm(f, 50, a.attempt_id, "txn-cut", "succeeded", 260);
+	assert_int_equal(order_state(f, o.order_id), KP_ORDER_PAID);
+	/* Restart: paid, vend outcome never recorded -> refund (default policy). */
+	advance(f, 1000);
+	int64_t found = 0;
+	assert_int_equal(kp_engine_recover(f->e, &found), KP_OK);
+	assert_int_equal(order_state(f, o.order_id), KP_ORDER_FULFILL_FAILED);
+	kp_refund rf[8];
+	assert_int_equal(refunds(f, o.order_id, rf), 1);
+	assert_int_equal(rf[0].reason, KP_REASON_POWER_CUT);
+	(void)kp_engine_tick(f->e);
+	assert_non_null(find_req(f, KP_OP_REFUND, rf[0].refund_id));
+}
+
+static void test_cancel_order_then_late_success(void **state)
+{
+	struct fixture *f = *state;
+	kp_order o, out;
+	kp_attempt a;
+	make_order(f, "cancel-1", 330, &o);
+	pay_pending(f, o.order_id, "card", &a);
+	assert_int_equal(kp_engine_cancel(f->e, o.order_id, &out), KP_OK);
+	assert_int_equal(out.state, KP_ORDER_CANCELED);
+	assert_int_equal(attempt_state(f, a.attempt_id), KP_ATTEMPT_CANCELING);
+	answer_payment(find_req(f, KP_OP_CANCEL_PAYMENT, a.attempt_id), "succeeded", "txn-cx", 330);
+	assert_int_equal(attempt_state(f, a.attempt_id), KP_ATTEMPT_REFUNDING);
+	kp_refund rf[8];
+	assert_int_equal(refunds(f, o.order_id, rf), 1);
+	assert_int_equal(rf[0].reason, KP_REASON_LATE);
+	assert_int_equal(kp_engine_cancel(f->e, o.order_id, &out), KP_OK); /* again: fine */
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_order_validation_and_dedup, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sale_confirm_vend, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pay_refusals, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_repay_after_failed_attempt, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_two_channels_both_paid, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cancel_loses_race, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_no_confirm_queries_then_cancel, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_orphan_and_amount_mismatch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_vend_failure_refunds, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_give_up_unresolved, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_confirm_not_committed_not_acked, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_power_cut_policy_on_recover, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cancel_order_then_late_success, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
