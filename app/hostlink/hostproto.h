@@ -95,6 +95,8 @@ typedef struct kp_frame_reader {
 void kp_frame_reader_init(kp_frame_reader *r);
 kp_err kp_frame_reader_setup(kp_frame_reader *r) KP_MUST_USE;  /* allocates */
 void kp_frame_reader_free(kp_frame_reader *r);
+/* Forget any partial frame (after a reconnect); keeps the buffer. */
+void kp_frame_reader_reset(kp_frame_reader *r);
 /* Consume up to len bytes of data; *used says how many were taken. When a whole
  * frame is in, *frame and *frame_len point at its payload (valid until the next
  * call) and *used stops right after it. A length of 0 or > KP_FRAME_MAX gives
