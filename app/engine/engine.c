@@ -64,7 +64,7 @@ void kp_engine_config_defaults(kp_engine_config *cfg)
 	cfg->refund_retry_ms = 5 * 1000;
 	cfg->refund_retry_max_ms = 10 * 60 * 1000;
 	cfg->request_timeout_ms = 10 * 1000;
-	cfg->power_cut_policy = KP_POWER_CUT_REFUND;
+	cfg->power_cut_policy = KP_ENGINE_CUT_REFUND;
 }
 
 static int64_t now_wall(const kp_engine *e)
@@ -1069,7 +1069,7 @@ kp_err kp_engine_reconcile_now(kp_engine *e)
 static kp_err power_cut(void *arg, const kp_order *o)
 {
 	kp_engine *e = arg;
-	if (e->cfg.power_cut_policy == KP_POWER_CUT_HOLD) {
+	if (e->cfg.power_cut_policy == KP_ENGINE_CUT_HOLD) {
 		kp_log_warn(e->d.env, "order %s paid before the restart, vend outcome unknown: held for a technician",
 			    o->order_id);
 		return KP_OK;

@@ -27,10 +27,10 @@ typedef struct kp_host_ops {
 	kp_err (*ack)(void *host, int64_t seq);
 } kp_host_ops;
 
-typedef enum kp_power_cut_policy {
-	KP_POWER_CUT_REFUND = 0, /* paid, vend outcome unknown at boot: refund */
-	KP_POWER_CUT_HOLD = 1,   /* leave it paid for a technician */
-} kp_power_cut_policy;
+typedef enum kp_engine_cut_policy {
+	KP_ENGINE_CUT_REFUND = 0, /* paid, vend outcome unknown at boot: refund */
+	KP_ENGINE_CUT_HOLD = 1,   /* leave it paid for a technician */
+} kp_engine_cut_policy;
 
 typedef struct kp_engine_config {
 	char currency[4];
@@ -45,7 +45,7 @@ typedef struct kp_engine_config {
 	int64_t refund_retry_ms;     /* 5 s */
 	int64_t refund_retry_max_ms; /* 10 min */
 	int64_t request_timeout_ms;  /* how long a sent request keeps a record busy; 10 s */
-	kp_power_cut_policy power_cut_policy;
+	kp_engine_cut_policy power_cut_policy;
 } kp_engine_config;
 
 /* The defaults of design.md. */
