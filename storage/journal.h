@@ -98,6 +98,17 @@ typedef struct kp_event {
  * KP_ERR_FUTURE_VERSION. env is borrowed and must outlive the journal.
  * On success *out owns the handle; free with kp_journal_close(). */
 kp_err kp_journal_open(kp_journal **out, const char *path, unsigned flags, const kp_env *env) KP_MUST_USE;
+/* Knobs for tests and benchmarks; the daemon uses kp_journal_open(). */
+typedef struct kp_journal_opts {
+	const char *vfs_name;    /* a registered sqlite3_vfs (counting, crash); NULL: default */
+	int page_size;           /* for a file created now; 0: KP_JOURNAL_PAGE_SIZE */
+	int busy_timeout_ms;     /* wait for another writer; 0: 5000 */
+	int wal_autocheckpoint;  /* pages; 0: SQLite's default (1000); < 0: never */
+} kp_journal_opts;
+#define KP_JOURNAL_PAGE_SIZE 4096
+/* kp_journal_open() with opts (NULL = defaults). */
+kp_err kp_journal_open_ex(kp_journal **out, const char *path, unsigned flags, const kp_env *env,
+			  const kp_journal_opts *opts) KP_MUST_USE;
 /* Safe on NULL. */
 void kp_journal_close(kp_journal *j);
 /* The last SQLite message, for logs ("" if none). */
