@@ -16,6 +16,9 @@
 
 typedef struct kp_hostlink kp_hostlink;
 
+#define KP_HOSTLINK_OUT_MAX (1u << 20)   /* queued outgoing bytes; over it: KP_ERR_TOO_BIG */
+#define KP_HOSTLINK_PENDING_MAX 4096u    /* requests in flight; over it: KP_ERR_TOO_BIG */
+
 /* Reply to one request: err is KP_OK with the host's reply in *reply (which
  * may be op error), or KP_ERR_TIMEOUT / KP_ERR_DISCONNECTED with reply NULL.
  * Called exactly once per accepted request, from kp_hostlink_process/tick or
@@ -43,18 +46,26 @@ typedef struct kp_hostlink_config {
 } kp_hostlink_config;
 
 typedef struct kp_hostlink_stats {
-	uint64_t full_handshakes;
-	uint64_t resumed_handshakes;
-	uint64_t connects_failed;
+	uint64_t full_handshakes;     /* TLS handshakes completed with certificate checks */
+	uint64_t resumed_handshakes;  /* TLS handshakes completed from a session ticket */
+	uint64_t connects_failed;     /* attempts that ended before hello_ok */
 	uint64_t protocol_errors;
-	uint64_t requests_sent;
+	uint64_t requests_sent;       /* requests accepted by kp_hostlink_request */
 	uint64_t replies;
 	uint64_t timeouts;
 	uint64_t confirms;
+	uint64_t tls_failures;        /* handshakes that failed (bad chain, version, ...) */
+	uint64_t disconnects;         /* links that were up and went down */
+	uint64_t late_replies;        /* replies to requests that had already timed out */
+	int last_tls_error;           /* mbedtls code of the last TLS failure, 0 if none */
+	uint32_t last_verify_flags;   /* MBEDTLS_X509_BADCERT_* of the last failed verify */
 } kp_hostlink_stats;
 
-/* Create a link (loads certificates and key; no network yet). The callbacks'
- * arg is cb_arg. env is borrowed. */
+/* Create a link (loads certificates and key; no network yet: the first
+ * kp_hostlink_tick connects). cfg's strings are copied; env is borrowed. The
+ * callbacks' arg is cb_arg; either callback may be NULL. KP_ERR_CONFIG if a
+ * file does not load or the key does not match the certificate. Callbacks may
+ * call kp_hostlink_request/ack but never kp_hostlink_free. */
 kp_err kp_hostlink_new(kp_hostlink **out, const kp_hostlink_config *cfg, const kp_env *env,
 		       kp_host_confirm_fn on_confirm, kp_host_state_fn on_state, void *cb_arg) KP_MUST_USE;
 /* Close and free; every pending request gets KP_ERR_DISCONNECTED. Safe on NULL. */
@@ -62,13 +73,15 @@ void kp_hostlink_free(kp_hostlink *link);
 
 /* True once the handshake and hello completed. */
 bool kp_hostlink_up(const kp_hostlink *link);
+/* "idle", "connecting", "handshake", "hello" or "up": for status output. */
+const char *kp_hostlink_state_str(const kp_hostlink *link);
 
 /* Send a request (op, fields; id is assigned here). KP_ERR_DISCONNECTED if not
  * up (fn is not called then). */
 kp_err kp_hostlink_request(kp_hostlink *link, const kp_host_msg *req, kp_host_reply_fn fn,
 			   void *arg) KP_MUST_USE;
-/* Ack a confirm's seq (after the journal commit). Dropped if not up: the host
- * redelivers. */
+/* Ack a confirm's seq (after the journal commit). Dropped if not up, with
+ * KP_ERR_DISCONNECTED: the host redelivers. */
 kp_err kp_hostlink_ack(kp_hostlink *link, int64_t seq) KP_MUST_USE;
 
 /* Poll integration: the fd and events to wait for (fd -1 if none now), and the
