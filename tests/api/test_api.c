@@ -1,0 +1,862 @@
+/* test_api.c — the CoAP API in-process over a real journal file, the real
+ * engine and a fake host, driven from outside by libcoap's own coap-client
+ * (and kioskctl when it is built). The test process runs the server loop
+ * while the client runs as a child process; each case asserts the answer the
+ * client printed and the journal behind it (a rejected request leaves the
+ * journal exactly as it was). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "api.h"
+#include "api_json.h"
+#include "engine.h"
+#include "journal.h"
+
+#ifndef COAP_CLIENT
+#define COAP_CLIENT "/usr/bin/coap-client-notls"
+#endif
+
+#define T0 1800000000000LL
+#define MAXREQ 256
+
+/* ---------- the fake host ---------- */
+
+struct fake_req {
+	kp_host_msg msg;
+	kp_engine_reply_fn fn;
+	void *arg;
+	bool answered;
+};
+
+struct fake_host {
+	bool up;
+	bool hold;                /* true: leave requests unanswered */
+	struct fake_req reqs[MAXREQ];
+	int nreq;
+	int64_t confirm_seq;
+};
+
+static bool fh_up(void *h)
+{
+	return ((struct fake_host *)h)->up;
+}
+
+static kp_err fh_request(void *h, const kp_host_msg *req, kp_engine_reply_fn fn, void *arg)
+{
+	struct fake_host *fh = h;
+	if (!fh->up)
+		return KP_ERR_DISCONNECTED;
+	if (fh->nreq == MAXREQ)
+		return KP_ERR_BUSY;
+	struct fake_req *r = &fh->reqs[fh->nreq++];
+	r->msg = *req;
+	r->fn = fn;
+	r->arg = arg;
+	r->answered = false;
+	return KP_OK;
+}
+
+static kp_err fh_ack(void *h, int64_t seq)
+{
+	(void)h;
+	(void)seq;
+	return KP_OK;
+}
+
+static const kp_host_ops fake_ops = {.up = fh_up, .request = fh_request, .ack = fh_ack};
+
+static bool api_host_up(void *h)
+{
+	return ((struct fake_host *)h)->up;
+}
+
+static size_t api_host_stats(void *h, kp_api_stat *out, size_t cap)
+{
+	struct fake_host *fh = h;
+	if (cap < 1)
+		return 0;
+	out[0] = (kp_api_stat){"requests_sent", fh->nreq};
+	return 1;
+}
+
+static const kp_api_host_ops api_host_ops = {.up = api_host_up, .stats = api_host_stats};
+
+/* Answer every request not answered yet: payments stay pending with a QR,
+ * cancels cancel. */
+static void fh_answer(struct fake_host *fh)
+{
+	for (int i = 0; i < fh->nreq && !fh->hold; i++) {
+		struct fake_req *r = &fh->reqs[i];
+		if (r->answered)
+			continue;
+		r->answered = true;
+		kp_host_msg m;
+		memset(&m, 0, sizeof(m));
+		m.op = KP_OP_PAYMENT;
+		m.re = r->msg.id;
+		m.has_re = true;
+		snprintf(m.attempt_id, sizeof(m.attempt_id), "%s", r->msg.attempt_id);
+		m.amount = r->msg.amount;
+		m.has_amount = true;
+		if (r->msg.op == KP_OP_CANCEL_PAYMENT) {
+			snprintf(m.status, sizeof(m.status), "canceled");
+		} else {
+			snprintf(m.status, sizeof(m.status), "pending");
+			snprintf(m.qr, sizeof(m.qr), "QR:%s", r->msg.attempt_id);
+		}
+		r->fn(r->arg, KP_OK, &m);
+	}
+}
+
+/* The link closes: every request still open fails, as hostlink.c does. */
+static void fh_close(struct fake_host *fh)
+{
+	for (int i = 0; i < fh->nreq; i++) {
+		struct fake_req *r = &fh->reqs[i];
+		if (!r->answered) {
+			r->answered = true;
+			r->fn(r->arg, KP_ERR_DISCONNECTED, NULL);
+		}
+	}
+	fh->up = false;
+}
+
+/* ---------- the fixture ---------- */
+
+struct fx {
+	char dir[64];
+	char path[128];
+	kp_env env;
+	kp_fake_world world;
+	kp_journal *j;
+	struct fake_host host;
+	kp_engine *e;
+	kp_api *api;
+	char url[64];       /* coap://127.0.0.1:PORT */
+	char addr[32];      /* 127.0.0.1:PORT */
+};
+
+static void on_change(void *arg, const char *order_id)
+{
+	struct fx *f = arg;
+	if (f->api)
+		kp_api_order_changed(f->api, order_id);
+}
+
+static int setup(void **state)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+	assert_non_null(f);
+	snprintf(f->dir, sizeof(f->dir), "/tmp/kp-test-api-XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	snprintf(f->path, sizeof(f->path), "%s/journal.db", f->dir);
+	kp_env_init_fake(&f->env, &f->world, 7, T0);
+	f->world.quiet = true;
+	f->env.log_level = KP_LOG_DEBUG;
+	assert_int_equal(kp_journal_open(&f->j, f->path, 0, &f->env), KP_OK);
+	f->host.up = true;
+
+	kp_api_config ac = {.listen = "127.0.0.1:0", .max_payload = 2048};
+	kp_api_deps ad = {.env = &f->env, .host_ops = &api_host_ops, .host = &f->host};
+	assert_int_equal(kp_api_new(&f->api, &ac, &ad), KP_OK);
+	assert_true(kp_api_port(f->api) > 0);
+
+	kp_engine_config ec;
+	kp_engine_config_defaults(&ec);
+	ec.max_amount = 100000;
+	kp_engine_deps ed = {.env = &f->env, .journal = f->j, .host_ops = &fake_ops, .host = &f->host,
+			     .on_change = on_change, .on_change_arg = f};
+	assert_int_equal(kp_engine_new(&f->e, &ec, &ed), KP_OK);
+	kp_api_set_backend(f->api, f->e, f->j);
+	snprintf(f->addr, sizeof(f->addr), "127.0.0.1:%u", (unsigned)kp_api_port(f->api));
+	snprintf(f->url, sizeof(f->url), "coap://%s", f->addr);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fx *f = *state;
+	fh_close(&f->host);
+	if (f->api)
+		kp_api_set_backend(f->api, NULL, NULL);
+	kp_engine_free(f->e);
+	kp_api_free(f->api);
+	kp_journal_close(f->j);
+	char cmd[160];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
+	assert_int_equal(system(cmd), 0);
+	free(f);
+	return 0;
+}
+
+/* One turn of the daemon's loop: API, fake host, engine timers. */
+static void pump(struct fx *f, int wait_ms)
+{
+	struct pollfd pfd;
+	kp_api_pollfd(f->api, &pfd);
+	int n = poll(&pfd, 1, wait_ms);
+	if (n > 0)
+		kp_api_process(f->api, pfd.revents);
+	fh_answer(&f->host);
+	(void)kp_engine_tick(f->e);
+}
+
+/* ---------- running a client as a child process ---------- */
+
+struct run {
+	int status;              /* exit status, or -1 if killed */
+	char out[32768];
+	size_t nout;
+	char err[8192];
+	size_t nerr;
+};
+
+typedef void (*tick_fn)(struct fx *f, int64_t elapsed_ms);
+
+static void drain(int fd, char *buf, size_t cap, size_t *n, bool *open)
+{
+	for (;;) {
+		if (*n + 1 >= cap) {
+			char sink[256];
+			ssize_t r = read(fd, sink, sizeof(sink));
+			if (r <= 0) {
+				if (r == 0)
+					*open = false;
+				return;
+			}
+			continue;
+		}
+		ssize_t r = read(fd, buf + *n, cap - 1 - *n);
+		if (r > 0) {
+			*n += (size_t)r;
+			buf[*n] = '\0';
+			continue;
+		}
+		if (r == 0)
+			*open = false;
+		return;
+	}
+}
+
+static int64_t mono_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Run argv while the server loop turns; tick (if any) is called each turn. */
+static void run_with(struct fx *f, char *const argv[], struct run *r, tick_fn tick)
+{
+	int po[2], pe[2];
+	memset(r, 0, sizeof(*r));
+	assert_int_equal(pipe(po), 0);
+	assert_int_equal(pipe(pe), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		dup2(po[1], 1);
+		dup2(pe[1], 2);
+		close(po[0]);
+		close(pe[0]);
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	close(po[1]);
+	close(pe[1]);
+	fcntl(po[0], F_SETFL, O_NONBLOCK);
+	fcntl(pe[0], F_SETFL, O_NONBLOCK);
+	bool out_open = true, err_open = true, exited = false;
+	int64_t start = mono_now();
+	while (!exited || out_open || err_open) {
+		pump(f, 5);
+		if (tick)
+			tick(f, mono_now() - start);
+		if (out_open)
+			drain(po[0], r->out, sizeof(r->out), &r->nout, &out_open);
+		if (err_open)
+			drain(pe[0], r->err, sizeof(r->err), &r->nerr, &err_open);
+		if (!exited) {
+			int st;
+			pid_t w = waitpid(pid, &st, WNOHANG);
+			if (w == pid) {
+				exited = true;
+				r->status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+			}
+		}
+		if (mono_now() - start > 60000) {
+			kill(pid, SIGKILL);
+			fail_msg("%s did not finish in 60 s", argv[0]);
+		}
+	}
+	close(po[0]);
+	close(pe[0]);
+}
+
+static void run(struct fx *f, char *const argv[], struct run *r)
+{
+	run_with(f, argv, r, NULL);
+}
+
+/* coap-client: -v 6 makes it show the answer PDU ("c:4.09"), which is how
+ * the test reads the code of a 2.xx answer (those print only the payload). */
+static void coap_v(struct fx *f, struct run *r, const char *method, const char *path, const char *body,
+		   bool verbose)
+{
+	char url[256];
+	snprintf(url, sizeof(url), "%s/%s", f->url, path);
+	char *argv[16];
+	int n = 0;
+	argv[n++] = (char *)COAP_CLIENT;
+	argv[n++] = (char *)"-v";
+	argv[n++] = (char *)(verbose ? "6" : "3");
+	argv[n++] = (char *)"-B";
+	argv[n++] = (char *)"30";
+	argv[n++] = (char *)"-m";
+	argv[n++] = (char *)method;
+	if (body) {
+		argv[n++] = (char *)"-e";
+		argv[n++] = (char *)body;
+	}
+	argv[n++] = url;
+	argv[n] = NULL;
+	run(f, argv, r);
+}
+
+static void coap(struct fx *f, struct run *r, const char *method, const char *path, const char *body)
+{
+	coap_v(f, r, method, path, body, true);
+}
+
+static bool has_code(const struct run *r, const char *code)
+{
+	char pat[32];
+	snprintf(pat, sizeof(pat), "c:%s ", code);
+	return strstr(r->out, pat) || strstr(r->err, pat);
+}
+
+#define assert_code(r, code)                                                                                   \
+	do {                                                                                                   \
+		if (!has_code((r), (code)))                                                                    \
+			fail_msg("want %s; stdout:\n%s\nstderr:\n%s", (code), (r)->out, (r)->err);             \
+	} while (0)
+
+/* The JSON body in coap-client's output: the last line that starts with '{'
+ * (stdout for a 2.xx; for an error, the text after the code on stderr). */
+static cJSON *body_of(const struct run *r)
+{
+	const char *best = NULL;
+	for (const char *p = r->out; (p = strchr(p, '{')); p++) {
+		if (p == r->out || p[-1] == '\n' || p[-1] == ' ')
+			best = p;
+	}
+	for (const char *p = r->err; (p = strchr(p, '{')); p++)
+		if (p > r->err && p[-1] == ' ' && p[-2] >= '0' && p[-2] <= '9')
+			best = p;
+	if (!best)
+		return NULL;
+	const char *end = strchr(best, '\n');
+	char buf[16384];
+	size_t n = end ? (size_t)(end - best) : strlen(best);
+	if (n >= sizeof(buf))
+		return NULL;
+	memcpy(buf, best, n);
+	buf[n] = '\0';
+	/* coap-client's PDU dump prints the payload quoted ('...'); skip those. */
+	return cJSON_Parse(buf);
+}
+
+static const char *jstr(const cJSON *o, const char *name)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+	return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+/* What the journal holds: everything a rejected request must leave alone. */
+struct snap {
+	kp_journal_stats st;
+};
+
+static void snap_take(struct fx *f, struct snap *s)
+{
+	assert_int_equal(kp_journal_stats_get(f->j, &s->st), KP_OK);
+}
+
+static void snap_same(struct fx *f, const struct snap *before)
+{
+	struct snap now;
+	snap_take(f, &now);
+	assert_memory_equal(now.st.orders, before->st.orders, sizeof(now.st.orders));
+	assert_memory_equal(now.st.attempts, before->st.attempts, sizeof(now.st.attempts));
+	assert_memory_equal(now.st.refunds, before->st.refunds, sizeof(now.st.refunds));
+	assert_int_equal(now.st.events, before->st.events);
+}
+
+/* Create an order through coap-client; returns its id in id. */
+static void create_order(struct fx *f, const char *key, int64_t amount, char *id, size_t cap)
+{
+	char body[128];
+	struct run r;
+	snprintf(body, sizeof(body), "{\"dedup_key\":\"%s\",\"amount\":%lld}", key, (long long)amount);
+	coap(f, &r, "post", "orders", body);
+	assert_code(&r, "2.01");
+	cJSON *j = body_of(&r);
+	assert_non_null(j);
+	snprintf(id, cap, "%s", jstr(j, "order_id"));
+	cJSON_Delete(j);
+	assert_true(id[0]);
+}
+
+/* ---------- cases ---------- */
+
+static void test_create_and_dedup(void **state)
+{
+	struct fx *f = *state;
+	struct run r;
+	kp_order o;
+
+	coap(f, &r, "post", "orders", "{\"dedup_key\":\"cart-1\",\"amount\":250,\"items\":[{\"sku\":\"A1\"}]}");
+	assert_int_equal(r.status, 0);
+	assert_code(&r, "2.01");
+	cJSON *j = body_of(&r);
+	assert_non_null(j);
+	char id[KP_ID_SIZE];
+	snprintf(id, sizeof(id), "%s", jstr(j, "order_id"));
+	assert_string_equal(jstr(j, "status"), "pending");
+	assert_string_equal(jstr(j, "currency"), "EUR");
+	assert_int_equal((int64_t)cJSON_GetObjectItem(j, "amount")->valuedouble, 250);
+	assert_int_equal((int64_t)cJSON_GetObjectItem(j, "expires_at")->valuedouble, T0 + 300000);
+	assert_true(cJSON_IsFalse(cJSON_GetObjectItem(j, "duplicated")));
+	cJSON_Delete(j);
+	/* The answer reports what the journal committed. */
+	assert_int_equal(kp_journal_order_get(f->j, id, &o), KP_OK);
+	assert_string_equal(o.dedup_key, "cart-1");
+	assert_int_equal(o.amount, 250);
+	assert_int_equal(o.state, KP_ORDER_PENDING);
+
+	/* The same cart again (a double tap): the same order, duplicated. */
+	struct snap s;
+	snap_take(f, &s);
+	coap(f, &r, "post", "orders", "{\"dedup_key\":\"cart-1\",\"amount\":250,\"items\":[{\"sku\":\"A1\"}]}");
+	assert_code(&r, "2.01");
+	j = body_of(&r);
+	assert_non_null(j);
+	assert_string_equal(jstr(j, "order_id"), id);
+	assert_true(cJSON_IsTrue(cJSON_GetObjectItem(j, "duplicated")));
+	cJSON_Delete(j);
+	snap_same(f, &s);
+
+	/* Same key, different amount: conflict, nothing written. */
+	coap(f, &r, "post", "orders", "{\"dedup_key\":\"cart-1\",\"amount\":251,\"items\":[{\"sku\":\"A1\"}]}");
+	assert_code(&r, "4.09");
+	j = body_of(&r);
+	assert_non_null(j);
+	assert_string_equal(jstr(j, "error"), "conflict");
+	assert_non_null(strstr(jstr(j, "message"), "cart-1"));
+	cJSON_Delete(j);
+	snap_same(f, &s);
+
+	/* GET shows the whole order. */
+	char path[96];
+	snprintf(path, sizeof(path), "orders/%s", id);
+	coap(f, &r, "get", path, NULL);
+	assert_code(&r, "2.05");
+	j = body_of(&r);
+	assert_non_null(j);
+	assert_string_equal(jstr(j, "dedup_key"), "cart-1");
+	assert_true(cJSON_IsArray(cJSON_GetObjectItem(j, "items")));
+	assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(j, "attempts")), 0);
+	cJSON_Delete(j);
+}
+
+/* Every bad request gets its code and a JSON error, and changes nothing. */
+static void test_rejections_change_nothing(void **state)
+{
+	struct fx *f = *state;
+	struct run r;
+	char big[3001];
+	memset(big, ' ', sizeof(big) - 1);
+	big[0] = '{';
+	static const char head[] = "\"dedup_key\":\"big\",\"amount\":5,\"pad\":\"";
+	memcpy(big + 1, head, strlen(head));
+	big[sizeof(big) - 3] = '"';
+	big[sizeof(big) - 2] = '}';
+	big[sizeof(big) - 1] = '\0';
+
+	static const struct {
+		const char *method, *path, *body, *code, *error;
+	} cases[] = {
+		{"post", "orders", "{\"dedup_key\":\"x1\",\"amount\":", "4.00", "invalid"},
+		{"post", "orders", "not json at all", "4.00", "invalid"},
+		{"post", "orders", "{\"dedup_key\":\"x1\",\"amount\":0}", "4.00", "invalid"},
+		{"post", "orders", "{\"dedup_key\":\"x1\",\"amount\":1.5}", "4.00", "invalid"},
+		{"post", "orders", "{\"dedup_key\":\"x1\",\"amount\":\"100\"}", "4.00", "invalid"},
+		{"post", "orders", "{\"dedup_key\":\"x1\",\"amount\":-3}", "4.00", "invalid"},
+		{"post", "orders", "{\"amount\":3}", "4.00", "invalid"},
+		{"post", "orders", "{\"dedup_key\":\"bad key!\",\"amount\":3}", "4.00", "invalid"},
+		{"post", "orders", "{\"dedup_key\":\"x1\",\"amount\":100001}", "4.00", "invalid"},
+		{"post", "orders", "{\"dedup_key\":\"x1\",\"amount\":3,\"currency\":\"USD\"}", "4.00", "invalid"},
+		{"post", "orders", NULL, "4.13", "too_big"}, /* the 3000-byte body, block-wise */
+		{"get", "orders/no-such-order", NULL, "4.04", "not_found"},
+		{"get", "orders/bad.id", NULL, "4.00", "invalid"},
+		{"post", "orders/no-such-order/cancel", NULL, "4.04", "not_found"},
+		{"post", "orders/no-such-order/pay", "{\"channel\":\"card\"}", "4.04", "not_found"},
+		{"post", "orders/no-such-order/vend", "{\"result\":\"success\"}", "4.04", "not_found"},
+		{"post", "orders/no-such-order/vend", "{\"result\":\"maybe\"}", "4.00", "invalid"},
+		{"get", "nothing-here", NULL, "4.04", "not_found"},
+		{"get", "orders/x/y/z", NULL, "4.04", "not_found"},
+		{"get", "orders", NULL, "4.05", "invalid"},
+		{"post", "health", NULL, "4.05", "invalid"},
+		{"get", "events?since=-1", NULL, "4.00", "invalid"},
+		{"get", "events?sinc=3", NULL, "4.00", "invalid"},
+		{"get", "events?since=0&limit=101", NULL, "4.00", "invalid"},
+	};
+	struct snap s;
+	snap_take(f, &s);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *body = cases[i].body;
+		if (!body && strcmp(cases[i].code, "4.13") == 0)
+			body = big;
+		coap(f, &r, cases[i].method, cases[i].path, body);
+		if (!has_code(&r, cases[i].code))
+			fail_msg("case %zu %s %s: want %s\nstdout:\n%s\nstderr:\n%s", i, cases[i].method, cases[i].path,
+				 cases[i].code, r.out, r.err);
+		cJSON *j = body_of(&r);
+		if (!j || strcmp(jstr(j, "error"), cases[i].error) != 0 || !jstr(j, "message")[0])
+			fail_msg("case %zu %s %s: want error %s\nstdout:\n%s\nstderr:\n%s", i, cases[i].method,
+				 cases[i].path, cases[i].error, r.out, r.err);
+		cJSON_Delete(j);
+		snap_same(f, &s);
+	}
+}
+
+/* Pay is a separate answer: committed paying, the host asked, then 2.01. */
+static void test_pay_cancel_expired(void **state)
+{
+	struct fx *f = *state;
+	struct run r;
+	char id[KP_ID_SIZE], path[128];
+	create_order(f, "cart-pay", 400, id, sizeof(id));
+
+	snprintf(path, sizeof(path), "orders/%s/pay", id);
+	coap(f, &r, "post", path, "{\"channel\":\"card\"}");
+	assert_code(&r, "2.01");
+	cJSON *j = body_of(&r);
+	assert_non_null(j);
+	assert_string_equal(jstr(j, "status"), "paying");
+	assert_string_equal(jstr(j, "channel"), "card");
+	char qr[128];
+	snprintf(qr, sizeof(qr), "QR:%s", jstr(j, "attempt_id"));
+	assert_string_equal(jstr(j, "qr"), qr);
+	kp_attempt a;
+	assert_int_equal(kp_journal_attempt_get(f->j, jstr(j, "attempt_id"), &a), KP_OK);
+	assert_int_equal(a.state, KP_ATTEMPT_PAYING);
+	assert_string_equal(a.order_id, id);
+	cJSON_Delete(j);
+	kp_api_stats st;
+	kp_api_stats_get(f->api, &st);
+	assert_int_equal(st.pays_waiting, 0);
+
+	/* Bad channel: 4.00, no new attempt. */
+	struct snap s;
+	snap_take(f, &s);
+	coap(f, &r, "post", path, "{\"channel\":\"Card Reader\"}");
+	assert_code(&r, "4.00");
+	snap_same(f, &s);
+
+	/* Cancel: 2.04 with the order, canceled. */
+	snprintf(path, sizeof(path), "orders/%s/cancel", id);
+	coap(f, &r, "post", path, NULL);
+	assert_code(&r, "2.04");
+	j = body_of(&r);
+	assert_non_null(j);
+	assert_string_equal(jstr(j, "status"), "canceled");
+	cJSON_Delete(j);
+
+	/* Paying a canceled order: 4.09 state. */
+	snap_take(f, &s);
+	snprintf(path, sizeof(path), "orders/%s/pay", id);
+	coap(f, &r, "post", path, "{\"channel\":\"card\"}");
+	assert_code(&r, "4.09");
+	j = body_of(&r);
+	assert_string_equal(jstr(j, "error"), "state");
+	cJSON_Delete(j);
+	snap_same(f, &s);
+
+	/* Inside the pay margin: 4.09 expired, no attempt. */
+	create_order(f, "cart-late", 100, id, sizeof(id));
+	kp_fake_advance(&f->world, 300000 - 60000 + 1);
+	snap_take(f, &s);
+	snprintf(path, sizeof(path), "orders/%s/pay", id);
+	coap(f, &r, "post", path, "{\"channel\":\"card\"}");
+	assert_code(&r, "4.09");
+	j = body_of(&r);
+	assert_string_equal(jstr(j, "error"), "expired");
+	cJSON_Delete(j);
+	snap_same(f, &s);
+}
+
+static void test_host_down_and_journal_closed(void **state)
+{
+	struct fx *f = *state;
+	struct run r;
+	char id[KP_ID_SIZE], path[128];
+	create_order(f, "cart-down", 100, id, sizeof(id));
+
+	f->host.up = false;
+	struct snap s;
+	snap_take(f, &s);
+	snprintf(path, sizeof(path), "orders/%s/pay", id);
+	coap(f, &r, "post", path, "{\"channel\":\"card\"}");
+	assert_code(&r, "5.03");
+	cJSON *j = body_of(&r);
+	assert_string_equal(jstr(j, "error"), "disconnected");
+	cJSON_Delete(j);
+	snap_same(f, &s);
+	kp_attempt live;
+	assert_int_equal(kp_journal_attempt_live(f->j, id, &live), KP_ERR_NOT_FOUND);
+
+	coap(f, &r, "get", "health", NULL);
+	assert_code(&r, "2.05");
+	j = body_of(&r);
+	assert_string_equal(jstr(j, "status"), "degraded");
+	assert_string_equal(jstr(j, "host"), "down");
+	assert_string_equal(jstr(j, "journal"), "ok");
+	cJSON_Delete(j);
+	f->host.up = true;
+
+	/* Journal not open: 5.03 for orders; health still answers. */
+	kp_api_set_backend(f->api, NULL, NULL);
+	coap(f, &r, "post", "orders", "{\"dedup_key\":\"cart-closed\",\"amount\":5}");
+	assert_code(&r, "5.03");
+	j = body_of(&r);
+	assert_string_equal(jstr(j, "error"), "unavailable");
+	cJSON_Delete(j);
+	coap(f, &r, "get", "health", NULL);
+	assert_code(&r, "2.05");
+	j = body_of(&r);
+	assert_string_equal(jstr(j, "journal"), "closed");
+	cJSON_Delete(j);
+	kp_api_set_backend(f->api, f->e, f->j);
+	snap_same(f, &s);
+}
+
+/* ---------- Observe ---------- */
+
+static char observe_attempt[KP_ID_SIZE];
+static bool observe_confirmed;
+
+/* Two seconds into the observation, the host confirms the payment. */
+static void confirm_later(struct fx *f, int64_t elapsed_ms)
+{
+	if (observe_confirmed || elapsed_ms < 2000)
+		return;
+	observe_confirmed = true;
+	kp_host_msg c;
+	memset(&c, 0, sizeof(c));
+	c.op = KP_OP_CONFIRM;
+	c.seq = ++f->host.confirm_seq;
+	snprintf(c.host_txn, sizeof(c.host_txn), "txn-obs-1");
+	snprintf(c.attempt_id, sizeof(c.attempt_id), "%s", observe_attempt);
+	snprintf(c.status, sizeof(c.status), "succeeded");
+	snprintf(c.currency, sizeof(c.currency), "EUR");
+	c.amount = 700;
+	c.has_amount = true;
+	c.at = T0;
+	kp_engine_on_confirm(f->e, &c);
+}
+
+static void test_observe_notifies_paid(void **state)
+{
+	struct fx *f = *state;
+	struct run r;
+	char id[KP_ID_SIZE], path[128], url[256];
+	create_order(f, "cart-obs", 700, id, sizeof(id));
+	snprintf(path, sizeof(path), "orders/%s/pay", id);
+	coap(f, &r, "post", path, "{\"channel\":\"wallet\"}");
+	assert_code(&r, "2.01");
+	cJSON *j = body_of(&r);
+	snprintf(observe_attempt, sizeof(observe_attempt), "%s", jstr(j, "attempt_id"));
+	cJSON_Delete(j);
+
+	/* Observe for 4 s; the confirm lands at 2 s. */
+	snprintf(url, sizeof(url), "%s/orders/%s", f->url, id);
+	char *argv[] = {(char *)COAP_CLIENT, (char *)"-s", (char *)"4", (char *)"-B", (char *)"10", url, NULL};
+	observe_confirmed = false;
+	run_with(f, argv, &r, confirm_later);
+	assert_true(observe_confirmed);
+	assert_int_equal(r.status, 0);
+	/* First the order as it was, then the notification after the commit. */
+	const char *pending = strstr(r.out, "\"status\":\"pending\"");
+	const char *paid = strstr(r.out, "\"status\":\"paid\"");
+	if (!pending || !paid || paid < pending)
+		fail_msg("want pending then paid in:\n%s\nstderr:\n%s", r.out, r.err);
+	assert_non_null(strstr(paid, "txn-obs-1"));
+	kp_order o;
+	assert_int_equal(kp_journal_order_get(f->j, id, &o), KP_OK);
+	assert_int_equal(o.state, KP_ORDER_PAID);
+	kp_api_stats st;
+	kp_api_stats_get(f->api, &st);
+	assert_true(st.notifications >= 1);
+	assert_int_equal(st.observed_orders, 1);
+
+	/* Vend success: 2.04 fulfilled. */
+	snprintf(path, sizeof(path), "orders/%s/vend", id);
+	coap(f, &r, "post", path, "{\"result\":\"success\"}");
+	assert_code(&r, "2.04");
+	j = body_of(&r);
+	assert_string_equal(jstr(j, "status"), "fulfilled");
+	cJSON_Delete(j);
+}
+
+/* ---------- health, metrics, events ---------- */
+
+static void test_health_metrics_events(void **state)
+{
+	struct fx *f = *state;
+	struct run r;
+	char id[KP_ID_SIZE];
+	create_order(f, "cart-m1", 10, id, sizeof(id));
+	create_order(f, "cart-m2", 20, id, sizeof(id));
+
+	coap(f, &r, "get", "health", NULL);
+	assert_code(&r, "2.05");
+	cJSON *j = body_of(&r);
+	assert_string_equal(jstr(j, "status"), "ok");
+	assert_string_equal(jstr(j, "host"), "up");
+	cJSON_Delete(j);
+
+	coap(f, &r, "get", "metrics", NULL);
+	assert_code(&r, "2.05");
+	j = body_of(&r);
+	assert_non_null(j);
+	assert_int_equal((int)cJSON_GetObjectItem(cJSON_GetObjectItem(j, "orders"), "pending")->valuedouble, 2);
+	assert_int_equal((int)cJSON_GetObjectItem(j, "alarms")->valuedouble, 0);
+	assert_true(cJSON_GetObjectItem(j, "journal_bytes")->valuedouble > 0);
+	assert_true(cJSON_IsTrue(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "host"), "up")));
+	assert_non_null(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "host"), "requests_sent"));
+	assert_non_null(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "engine"), "confirms"));
+	cJSON_Delete(j);
+
+	/* Events page by page: limit 1, then on from "next". */
+	coap(f, &r, "get", "events?since=0&limit=1", NULL);
+	assert_code(&r, "2.05");
+	j = body_of(&r);
+	assert_non_null(j);
+	assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(j, "events")), 1);
+	int64_t next = (int64_t)cJSON_GetObjectItem(j, "next")->valuedouble;
+	assert_true(next > 0);
+	cJSON_Delete(j);
+	char q[64];
+	snprintf(q, sizeof(q), "events?since=%lld", (long long)next);
+	coap(f, &r, "get", q, NULL);
+	j = body_of(&r);
+	assert_non_null(j);
+	cJSON *evs = cJSON_GetObjectItem(j, "events");
+	assert_true(cJSON_GetArraySize(evs) >= 1);
+	assert_true(cJSON_GetObjectItem(cJSON_GetArrayItem(evs, 0), "seq")->valuedouble > (double)next);
+	cJSON_Delete(j);
+
+	/* Reconcile: 2.04. */
+	coap(f, &r, "post", "reconcile", NULL);
+	assert_code(&r, "2.04");
+}
+
+/* A body large enough to need block-wise transfer both ways. */
+static void test_large_order_blockwise(void **state)
+{
+	struct fx *f = *state;
+	struct run r;
+	char body[1400];
+	char items[1100];
+	items[0] = '[';
+	size_t n = 1;
+	for (int i = 0; n < 1000; i++)
+		n += (size_t)snprintf(items + n, sizeof(items) - n, "%s{\"sku\":\"S%03d\"}", i ? "," : "", i);
+	items[n++] = ']';
+	items[n] = '\0';
+	snprintf(body, sizeof(body), "{\"dedup_key\":\"cart-big\",\"amount\":99,\"items\":%s}", items);
+	coap(f, &r, "post", "orders", body);
+	assert_code(&r, "2.01");
+	cJSON *j = body_of(&r);
+	char id[KP_ID_SIZE], path[96];
+	snprintf(id, sizeof(id), "%s", jstr(j, "order_id"));
+	cJSON_Delete(j);
+	/* Quiet: stdout is then exactly the reassembled body. */
+	snprintf(path, sizeof(path), "orders/%s", id);
+	coap_v(f, &r, "get", path, NULL, false);
+	assert_int_equal(r.status, 0);
+	assert_true(r.nout > 1024);
+	j = cJSON_Parse(r.out);
+	if (!j)
+		fail_msg("not one JSON body:\n%s", r.out);
+	cJSON *it = cJSON_GetObjectItem(j, "items");
+	char *back = cJSON_PrintUnformatted(it);
+	assert_string_equal(back, items);
+	cJSON_free(back);
+	cJSON_Delete(j);
+}
+
+/* The host never answers: the client gives up, the request stays waiting in
+ * the API; freeing the API first detaches it, and the engine's callback (run
+ * when the engine is freed) frees it. ASan checks both ends. */
+static void test_pay_waiting_then_api_freed(void **state)
+{
+	struct fx *f = *state;
+	struct run r;
+	char id[KP_ID_SIZE], path[128], url[256];
+	create_order(f, "cart-hold", 100, id, sizeof(id));
+	f->host.hold = true;
+	snprintf(path, sizeof(path), "orders/%s/pay", id);
+	snprintf(url, sizeof(url), "%s/%s", f->url, path);
+	char *argv[] = {(char *)COAP_CLIENT, (char *)"-m", (char *)"post", (char *)"-e",
+			(char *)"{\"channel\":\"card\"}", (char *)"-B", (char *)"2", url, NULL};
+	run(f, argv, &r);
+	assert_null(strstr(r.out, "attempt_id"));
+	kp_api_stats st;
+	kp_api_stats_get(f->api, &st);
+	assert_int_equal(st.pays_waiting, 1);
+	/* Write-ahead: the attempt is committed paying although nobody answered. */
+	kp_attempt live;
+	assert_int_equal(kp_journal_attempt_live(f->j, id, &live), KP_OK);
+	assert_int_equal(live.state, KP_ATTEMPT_PAYING);
+	kp_api_free(f->api);
+	f->api = NULL;
+}
+
+int main(void)
+{
+	signal(SIGPIPE, SIG_IGN);
+	if (access(COAP_CLIENT, X_OK) != 0) {
+		fprintf(stderr, "test_api: %s not found (install libcoap3-bin)\n", COAP_CLIENT);
+		return 1;
+	}
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_create_and_dedup, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rejections_change_nothing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pay_cancel_expired, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_host_down_and_journal_closed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_observe_notifies_paid, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_health_metrics_events, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_large_order_blockwise, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pay_waiting_then_api_freed, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
