@@ -39,6 +39,8 @@ struct server {
 	int port;
 	char *out;   /* everything it printed */
 	size_t out_len, out_cap;
+	uint8_t *in;  /* frames not yet written to its stdin */
+	size_t in_off, in_len, in_cap;
 };
 
 static int free_port(void)
@@ -58,6 +60,12 @@ static int free_port(void)
 
 static void server_drain(struct server *s)
 {
+	while (s->in_off < s->in_len) {
+		ssize_t n = write(s->in_fd, s->in + s->in_off, s->in_len - s->in_off);
+		if (n <= 0)
+			break;
+		s->in_off += (size_t)n;
+	}
 	for (;;) {
 		if (s->out_cap - s->out_len < 4096) {
 			s->out_cap = s->out_cap ? s->out_cap * 2 : 65536;
@@ -127,6 +135,7 @@ static void server_start(struct server *s, const char *cert, const char *const *
 	s->in_fd = in[1];
 	s->out_fd = out[0];
 	fcntl(s->out_fd, F_SETFL, O_NONBLOCK);
+	fcntl(s->in_fd, F_SETFL, O_NONBLOCK);
 	int64_t until = mono_now() + 10000;
 	while (server_saw(s, "ACCEPT") == 0) {
 		if (mono_now() > until)
@@ -144,21 +153,29 @@ static void server_stop(struct server *s)
 	close(s->in_fd);
 	close(s->out_fd);
 	free(s->out);
+	free(s->in);
 	memset(s, 0, sizeof(*s));
 }
 
-/* Send a host frame (JSON text) to the link through the server's stdin. */
+/* Queue a host frame (JSON text) for the link; it goes through the server's
+ * stdin as the drive loop lets it (the pipe is non-blocking). */
 static void server_send(struct server *s, const char *json)
 {
-	uint8_t buf[1024];
 	size_t n = strlen(json);
-	assert_true(n + 4 <= sizeof(buf));
-	buf[0] = 0;
-	buf[1] = 0;
-	buf[2] = (uint8_t)(n >> 8);
-	buf[3] = (uint8_t)n;
-	memcpy(buf + 4, json, n);
-	assert_int_equal(write(s->in_fd, buf, n + 4), (ssize_t)(n + 4));
+	assert_true(n < 65536);
+	if (s->in_cap - s->in_len < n + 4) {
+		s->in_cap = (s->in_cap + n + 4) * 2;
+		s->in = realloc(s->in, s->in_cap);
+		assert_non_null(s->in);
+	}
+	uint8_t *p = s->in + s->in_len;
+	p[0] = 0;
+	p[1] = 0;
+	p[2] = (uint8_t)(n >> 8);
+	p[3] = (uint8_t)n;
+	memcpy(p + 4, json, n);
+	s->in_len += n + 4;
+	server_drain(s);
 }
 
 /* The id of the last request with this op the server received, or -1. */
@@ -267,18 +284,21 @@ static bool run_until(struct harness *h, pred_fn pred, int64_t ms)
 		int64_t now = mono_now();
 		if (now >= until)
 			return false;
-		struct pollfd pfd[2];
+		struct pollfd pfd[3];
 		kp_hostlink_pollfd(h->link, &pfd[0]);
 		pfd[1].fd = h->srv.out_fd;
 		pfd[1].events = POLLIN;
 		pfd[1].revents = 0;
+		pfd[2].fd = h->srv.in_off < h->srv.in_len ? h->srv.in_fd : -1;
+		pfd[2].events = POLLOUT;
+		pfd[2].revents = 0;
 		int64_t wait = until - now;
 		int64_t d = kp_hostlink_deadline(h->link);
 		if (d > 0 && d - now < wait)
 			wait = d - now < 0 ? 0 : d - now;
 		if (wait > 50)
 			wait = 50;
-		int n = poll(pfd, 2, (int)wait);
+		int n = poll(pfd, 3, (int)wait);
 		if (n > 0 && pfd[0].fd >= 0 && pfd[0].revents)
 			kp_hostlink_process(h->link, pfd[0].revents);
 	}
@@ -564,6 +584,76 @@ static void test_requests_replies_and_protocol_errors(void **state)
 	harness_close(&h);
 }
 
+struct pipelined {
+	int answered;
+	int wrong;
+	int64_t order[1000]; /* re of each reply, in arrival order */
+};
+
+static void on_pipelined(void *arg, kp_err err, const kp_host_msg *reply)
+{
+	struct pipelined *p = arg;
+	if (err != KP_OK || !reply || reply->op != KP_OP_PAYMENT)
+		p->wrong++;
+	else if (p->answered < 1000)
+		p->order[p->answered] = reply->re;
+	p->answered++;
+}
+
+static struct pipelined *pipe_state;
+
+static bool all_answered(struct harness *h)
+{
+	(void)h;
+	return pipe_state->answered + pipe_state->wrong >= 1000;
+}
+
+/* 1000 requests in flight at once, answered in reverse order. */
+static void test_pipelined_1000(void **state)
+{
+	(void)state;
+	struct harness h;
+	memset(&h, 0, sizeof(h));
+	bring_up(&h, 30000, 600000);
+	struct pipelined *p = calloc(1, sizeof(*p));
+	assert_non_null(p);
+	pipe_state = p;
+	int64_t t0 = mono_now();
+	for (int i = 0; i < 1000; i++) {
+		kp_host_msg q;
+		memset(&q, 0, sizeof(q));
+		q.op = KP_OP_QUERY_PAYMENT;
+		snprintf(q.attempt_id, sizeof(q.attempt_id), "att-%04d", i);
+		assert_int_equal(kp_hostlink_request(h.link, &q, on_pipelined, p), KP_OK);
+	}
+	/* hello was id 1: the requests are 2..1001 */
+	assert_true(run_until_text(&h, "\"id\":1001,\"attempt_id\":\"att-0999\"", 1, 20000));
+	int64_t t1 = mono_now();
+	char json[160];
+	for (int i = 999; i >= 0; i--) {
+		snprintf(json, sizeof(json),
+			 "{\"op\":\"payment\",\"re\":%d,\"attempt_id\":\"att-%04d\",\"status\":"
+			 "\"pending\"}",
+			 i + 2, i);
+		server_send(&h.srv, json);
+	}
+	assert_true(run_until(&h, all_answered, 30000));
+	int64_t t2 = mono_now();
+	assert_int_equal(p->wrong, 0);
+	assert_int_equal(p->answered, 1000);
+	for (int i = 0; i < 1000; i++)
+		assert_int_equal(p->order[i], 1001 - i);
+	kp_hostlink_stats st = stats(&h);
+	assert_int_equal(st.requests_sent, 1000);
+	assert_int_equal(st.replies, 1000);
+	assert_int_equal(st.protocol_errors, 0);
+	assert_true(kp_hostlink_up(h.link));
+	fprintf(stderr, "pipelined: 1000 requests out in %lld ms, 1000 replies in %lld ms\n",
+		(long long)(t1 - t0), (long long)(t2 - t1));
+	free(p);
+	harness_close(&h);
+}
+
 static void test_timeout_and_ping(void **state)
 {
 	(void)state;
@@ -716,6 +806,7 @@ static void test_connect_refused_backs_off(void **state)
 	assert_int_equal(st.tls_failures, 0);
 	assert_true(mono_now() - t0 >= 1000);
 	kp_hostlink_free(h.link);
+	free(h.srv.out);
 }
 
 static int group_setup(void **state)
@@ -745,6 +836,7 @@ int main(void)
 		cmocka_unit_test(test_good_handshake_then_hello),
 		cmocka_unit_test(test_refusals),
 		cmocka_unit_test(test_requests_replies_and_protocol_errors),
+		cmocka_unit_test(test_pipelined_1000),
 		cmocka_unit_test(test_timeout_and_ping),
 		cmocka_unit_test(test_output_limit),
 		cmocka_unit_test(test_failpoint_drop_after_send),
