@@ -738,7 +738,8 @@ static void refund_step(kp_engine *e, const kp_refund *r)
 		m.to = r->state;
 		m.count_try = false;
 		m.next_check_at = now + e->cfg.refund_retry_ms;
-		(void)kp_journal_refund_move(e->d.journal, r->refund_id, &m);
+		if (kp_journal_refund_move(e->d.journal, r->refund_id, &m) != KP_OK)
+			kp_log_error(e->d.env, "refund %s: cannot reschedule", r->refund_id);
 		return;
 	}
 	kp_err err = kp_journal_refund_move(e->d.journal, r->refund_id, &m);
@@ -1057,7 +1058,8 @@ void kp_engine_on_link(kp_engine *e, bool up)
 {
 	e->link_up = up;
 	if (up)
-		(void)kp_engine_reconcile_now(e);
+		if (kp_engine_reconcile_now(e) != KP_OK)
+			kp_log_error(e->d.env, "link up: cannot make records due");
 }
 
 kp_err kp_engine_reconcile_now(kp_engine *e)
