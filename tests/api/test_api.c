@@ -814,6 +814,26 @@ static void test_large_order_blockwise(void **state)
 	cJSON_Delete(j);
 }
 
+/* Content-format: absent or application/json; anything else is 4.15. */
+static void test_content_format(void **state)
+{
+	struct fx *f = *state;
+	struct run r;
+	char url[128];
+	snprintf(url, sizeof(url), "%s/orders", f->url);
+	char *json[] = {(char *)COAP_CLIENT, (char *)"-v", (char *)"6", (char *)"-m", (char *)"post", (char *)"-t",
+			(char *)"json", (char *)"-e", (char *)"{\"dedup_key\":\"cf1\",\"amount\":5}", url, NULL};
+	run(f, json, &r);
+	assert_code(&r, "2.01");
+	struct snap s;
+	snap_take(f, &s);
+	char *text[] = {(char *)COAP_CLIENT, (char *)"-v", (char *)"6", (char *)"-m", (char *)"post", (char *)"-t",
+			(char *)"text", (char *)"-e", (char *)"{\"dedup_key\":\"cf2\",\"amount\":5}", url, NULL};
+	run(f, text, &r);
+	assert_code(&r, "4.15");
+	snap_same(f, &s);
+}
+
 /* The host never answers: the client gives up, the request stays waiting in
  * the API; freeing the API first detaches it, and the engine's callback (run
  * when the engine is freed) frees it. ASan checks both ends. */
@@ -857,6 +877,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_health_metrics_events, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_large_order_blockwise, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pay_waiting_then_api_freed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_content_format, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
