@@ -834,6 +834,60 @@ static void test_content_format(void **state)
 	snap_same(f, &s);
 }
 
+/* Listen addresses: numeric or localhost only; non-loopback is served with
+ * a warning in the log. */
+static bool saw_loopback_warning;
+
+static void capture_log(void *ctx, kp_log_level level, const char *msg)
+{
+	(void)ctx;
+	if (level == KP_LOG_WARN && strstr(msg, "non-loopback"))
+		saw_loopback_warning = true;
+}
+
+static void test_listen_addresses(void **state)
+{
+	struct fx *f = *state;
+	static const struct {
+		const char *listen;
+		kp_err err;
+		bool warns;
+	} cases[] = {
+		{"127.0.0.1:0", KP_OK, false},
+		{"localhost:0", KP_OK, false},
+		{"[::1]:0", KP_OK, false},
+		{"0.0.0.0:0", KP_OK, true},
+		{"127.0.0.1", KP_ERR_CONFIG, false},
+		{"127.0.0.1:70000", KP_ERR_CONFIG, false},
+		{"127.0.0.1:x", KP_ERR_CONFIG, false},
+		{"kiosk.example:5683", KP_ERR_CONFIG, false},
+		{"[::1:5683", KP_ERR_CONFIG, false},
+		{":5683", KP_ERR_CONFIG, false},
+	};
+	kp_env env = f->env;
+	env.log = capture_log;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		kp_api *api = NULL;
+		kp_api_config ac = {.listen = cases[i].listen};
+		kp_api_deps ad = {.env = &env};
+		saw_loopback_warning = false;
+		kp_err err = kp_api_new(&api, &ac, &ad);
+		if (err != cases[i].err)
+			fail_msg("%s: got %s", cases[i].listen, kp_errname(err));
+		if (err == KP_OK) {
+			assert_true(kp_api_port(api) > 0);
+			struct pollfd pfd;
+			kp_api_pollfd(api, &pfd);
+			assert_true(pfd.fd >= 0);
+			assert_int_equal(kp_api_deadline(api), 0);
+		} else {
+			assert_null(api);
+		}
+		assert_int_equal(saw_loopback_warning, cases[i].warns);
+		kp_api_free(api);
+	}
+}
+
 /* The host never answers: the client gives up, the request stays waiting in
  * the API; freeing the API first detaches it, and the engine's callback (run
  * when the engine is freed) frees it. ASan checks both ends. */
@@ -878,6 +932,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_large_order_blockwise, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pay_waiting_then_api_freed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_content_format, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_listen_addresses, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
