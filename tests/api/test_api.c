@@ -812,6 +812,19 @@ static void test_large_order_blockwise(void **state)
 	assert_string_equal(back, items);
 	cJSON_free(back);
 	cJSON_Delete(j);
+#ifdef KIOSKCTL
+	/* kioskctl reassembles the block-wise answer too. */
+	char *argv[] = {(char *)KIOSKCTL, (char *)"--api", f->addr, (char *)"--json", (char *)"order",
+			(char *)"show", id, NULL};
+	run(f, argv, &r);
+	assert_int_equal(r.status, 0);
+	j = cJSON_Parse(r.out);
+	assert_non_null(j);
+	back = cJSON_PrintUnformatted(cJSON_GetObjectItem(j, "items"));
+	assert_string_equal(back, items);
+	cJSON_free(back);
+	cJSON_Delete(j);
+#endif
 }
 
 /* Content-format: absent or application/json; anything else is 4.15. */
@@ -915,6 +928,117 @@ static void test_pay_waiting_then_api_freed(void **state)
 	f->api = NULL;
 }
 
+#ifdef KIOSKCTL
+/* ---------- kioskctl over the same API ---------- */
+
+/* Run kioskctl --api <server> args... */
+static void ctl(struct fx *f, struct run *r, const char *a0, const char *a1, const char *a2, const char *a3,
+		const char *a4, const char *a5, const char *a6)
+{
+	const char *in[] = {a0, a1, a2, a3, a4, a5, a6};
+	char *argv[12];
+	int n = 0;
+	argv[n++] = (char *)KIOSKCTL;
+	argv[n++] = (char *)"--api";
+	argv[n++] = f->addr;
+	for (size_t i = 0; i < sizeof(in) / sizeof(in[0]) && in[i]; i++)
+		argv[n++] = (char *)in[i];
+	argv[n] = NULL;
+	run(f, argv, r);
+}
+
+#define expect_exit(r, code)                                                                                   \
+	do {                                                                                                   \
+		if ((r)->status != (code))                                                                     \
+			fail_msg("exit %d, want %d; stdout:\n%s\nstderr:\n%s", (r)->status, (code), (r)->out,    \
+				 (r)->err);                                                                    \
+	} while (0)
+
+static void test_kioskctl(void **state)
+{
+	struct fx *f = *state;
+	struct run r;
+	char id[KP_ID_SIZE];
+
+	ctl(f, &r, "order", "create", "--dedup-key", "ctl-1", "--amount", "300", NULL);
+	expect_exit(&r, 0);
+	assert_true(sscanf(r.out, "order %64s pending 300 EUR", id) == 1);
+	kp_order o;
+	assert_int_equal(kp_journal_order_get(f->j, id, &o), KP_OK);
+	assert_string_equal(o.dedup_key, "ctl-1");
+
+	ctl(f, &r, "order", "create", "--dedup-key", "ctl-1", "--amount", "300", NULL);
+	expect_exit(&r, 0);
+	assert_non_null(strstr(r.out, "duplicated"));
+
+	/* --json: the raw answer. */
+	ctl(f, &r, "--json", "order", "show", id, NULL, NULL, NULL);
+	expect_exit(&r, 0);
+	cJSON *j = cJSON_Parse(r.out);
+	assert_non_null(j);
+	assert_string_equal(jstr(j, "order_id"), id);
+	assert_string_equal(jstr(j, "status"), "pending");
+	cJSON_Delete(j);
+
+	ctl(f, &r, "order", "pay", id, "--channel", "card", NULL, NULL);
+	expect_exit(&r, 0);
+	assert_non_null(strstr(r.out, "paying on card"));
+	assert_non_null(strstr(r.out, "qr QR:"));
+
+	ctl(f, &r, "order", "show", id, NULL, NULL, NULL, NULL);
+	expect_exit(&r, 0);
+	assert_non_null(strstr(r.out, "attempt"));
+	assert_non_null(strstr(r.out, "paying"));
+
+	/* The service answers an error: exit 1, one line on stderr. */
+	struct snap s;
+	snap_take(f, &s);
+	ctl(f, &r, "order", "vend", id, "success", NULL, NULL, NULL);
+	expect_exit(&r, 1);
+	assert_non_null(strstr(r.err, "4.09 state"));
+	ctl(f, &r, "order", "create", "--dedup-key", "ctl-1", "--amount", "301", NULL);
+	expect_exit(&r, 1);
+	assert_non_null(strstr(r.err, "4.09 conflict"));
+	snap_same(f, &s);
+
+	ctl(f, &r, "order", "cancel", id, NULL, NULL, NULL, NULL);
+	expect_exit(&r, 0);
+	assert_non_null(strstr(r.out, "canceled"));
+
+	ctl(f, &r, "events", "--since", "0", "--limit", "2", NULL, NULL);
+	expect_exit(&r, 0);
+	assert_non_null(strstr(r.out, "next "));
+	ctl(f, &r, "health", NULL, NULL, NULL, NULL, NULL, NULL);
+	expect_exit(&r, 0);
+	assert_non_null(strstr(r.out, "status ok"));
+	ctl(f, &r, "metrics", NULL, NULL, NULL, NULL, NULL, NULL);
+	expect_exit(&r, 0);
+	assert_non_null(strstr(r.out, "orders.canceled 1"));
+	ctl(f, &r, "reconcile", NULL, NULL, NULL, NULL, NULL, NULL);
+	expect_exit(&r, 0);
+	assert_non_null(strstr(r.out, "reconcile scheduled"));
+
+	/* Usage errors: exit 2, nothing sent. */
+	snap_take(f, &s);
+	ctl(f, &r, "order", "create", "--dedup-key", "ctl-2", "--amount", "1.5", NULL);
+	expect_exit(&r, 2);
+	ctl(f, &r, "order", "create", "--dedup-key", "ctl-2", "--amount", "5", "--items");
+	expect_exit(&r, 2);
+	ctl(f, &r, "order", "vend", id, "maybe", NULL, NULL, NULL);
+	expect_exit(&r, 2);
+	ctl(f, &r, "order", "show", "bad id", NULL, NULL, NULL, NULL);
+	expect_exit(&r, 2);
+	ctl(f, &r, "events", "--since", "x", NULL, NULL, NULL, NULL);
+	expect_exit(&r, 2);
+	snap_same(f, &s);
+
+	/* Nobody listening: exit 3. */
+	char *argv[] = {(char *)KIOSKCTL, (char *)"--api", (char *)"127.0.0.1:1", (char *)"health", NULL};
+	run(f, argv, &r);
+	expect_exit(&r, 3);
+}
+#endif
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -933,6 +1057,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_pay_waiting_then_api_freed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_content_format, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_listen_addresses, setup, teardown),
+#ifdef KIOSKCTL
+		cmocka_unit_test_setup_teardown(test_kioskctl, setup, teardown),
+#endif
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
