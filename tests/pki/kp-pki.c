@@ -340,11 +340,12 @@ out:
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: kp-pki DIR [--device-id ID] [--host-name NAME] [--force]\n"
+		"usage: kp-pki DIR [--device-id ID] [--device2-id ID] [--host-name NAME] [--force]\n"
 		"  Writes a development PKI into DIR (created 0700, keys 0600):\n"
-		"  ca, host, device, other-ca, host-other-ca, host-expired, host-wrong-name,\n"
-		"  device-other-ca (.crt + .key each). Does nothing if DIR/ca.crt exists,\n"
-		"  unless --force. Defaults: --device-id kiosk-dev-1, --host-name localhost.\n"
+		"  ca, host, device, device-2, other-ca, host-other-ca, host-expired,\n"
+		"  host-wrong-name, device-other-ca (.crt + .key each). Does nothing if\n"
+		"  DIR/ca.crt exists, unless --force. Defaults: --device-id kiosk-dev-1,\n"
+		"  --device2-id kiosk-dev-2, --host-name localhost.\n"
 		"  Exit: 0 done or already there, 1 failure, 2 usage.\n");
 }
 
@@ -368,6 +369,7 @@ int main(int argc, char **argv)
 {
 	const char *dir = NULL;
 	const char *device_id = "kiosk-dev-1";
+	const char *device2_id = "kiosk-dev-2";
 	const char *host_name = "localhost";
 	bool force = false;
 	int rc = 1;
@@ -375,6 +377,8 @@ int main(int argc, char **argv)
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--device-id") == 0 && i + 1 < argc) {
 			device_id = argv[++i];
+		} else if (strcmp(argv[i], "--device2-id") == 0 && i + 1 < argc) {
+			device2_id = argv[++i];
 		} else if (strcmp(argv[i], "--host-name") == 0 && i + 1 < argc) {
 			host_name = argv[++i];
 		} else if (strcmp(argv[i], "--force") == 0) {
@@ -395,6 +399,10 @@ int main(int argc, char **argv)
 	}
 	if (!name_ok(device_id, "_-")) {
 		fprintf(stderr, "kp-pki: bad --device-id '%s': 1..64 of [A-Za-z0-9_-]\n", device_id);
+		return 2;
+	}
+	if (!name_ok(device2_id, "_-")) {
+		fprintf(stderr, "kp-pki: bad --device2-id '%s': 1..64 of [A-Za-z0-9_-]\n", device2_id);
 		return 2;
 	}
 	if (!name_ok(host_name, ".-")) {
@@ -448,6 +456,7 @@ int main(int argc, char **argv)
 	const struct pki_spec leaves[] = {
 		{"host", host_name, ROLE_SERVER, &ca[CA], -DAY_MS, years20, true},
 		{"device", device_id, ROLE_CLIENT, &ca[CA], -DAY_MS, years20, false},
+		{"device-2", device2_id, ROLE_CLIENT, &ca[CA], -DAY_MS, years20, false},
 		{"host-other-ca", host_name, ROLE_SERVER, &ca[OTHER_CA], -DAY_MS, years20, true},
 		{"host-expired", host_name, ROLE_SERVER, &ca[CA], -2 * 365 * DAY_MS, -365 * DAY_MS, true},
 		{"host-wrong-name", "other.example", ROLE_SERVER, &ca[CA], -DAY_MS, years20, false},

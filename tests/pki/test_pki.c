@@ -129,6 +129,7 @@ static void test_chains(void **state)
 	} cases[] = {
 		{"host.crt", "ca.crt", "localhost", 0},
 		{"device.crt", "ca.crt", "kiosk-dev-1", 0},
+		{"device-2.crt", "ca.crt", "kiosk-dev-2", 0},
 		{"ca.crt", "ca.crt", NULL, 0},
 		{"other-ca.crt", "other-ca.crt", NULL, 0},
 		{"host-other-ca.crt", "other-ca.crt", "localhost", 0},
@@ -152,7 +153,7 @@ static void test_chains(void **state)
 static void test_keys_match_and_modes(void **state)
 {
 	const struct fixture *f = *state;
-	static const char *const names[] = {"ca", "host", "device", "other-ca", "host-other-ca",
+	static const char *const names[] = {"ca", "host", "device", "device-2", "other-ca", "host-other-ca",
 					    "host-expired", "host-wrong-name", "device-other-ca"};
 	struct stat st;
 	assert_int_equal(stat(f->dir, &st), 0);
@@ -190,7 +191,7 @@ static void test_keys_match_and_modes(void **state)
 		files++;
 	}
 	closedir(d);
-	assert_int_equal(files, 16);
+	assert_int_equal(files, 18);
 }
 
 static void test_host_cert_san_and_usage(void **state)
