@@ -142,14 +142,16 @@ static void head_delivered(struct core *c, int64_t now, kp_mdb_out *out)
 	}
 }
 
-/* A sent but un-ACKed head whose receipt this command proves: the VMC only
- * vends after BEGIN SESSION, reports an outcome after VEND APPROVED, and
- * moves on after VEND DENIED. */
+/* A sent but un-ACKed head whose receipt this command proves: the VMC sets
+ * up after JUST RESET, vends after BEGIN SESSION, reports an outcome after
+ * VEND APPROVED, and moves on after VEND DENIED. */
 static bool implies_head(const struct core *c, kp_mdb_cmd_kind k)
 {
 	if (c->qn == 0 || !c->head_sent)
 		return false;
 	switch (c->q[0].kind) {
+	case KP_MDB_R_JUST_RESET:
+		return k == KP_MDB_CMD_SETUP_CONFIG;
 	case KP_MDB_R_BEGIN_SESSION:
 	case KP_MDB_R_VEND_DENIED:
 		return k == KP_MDB_CMD_VEND_REQUEST || k == KP_MDB_CMD_SESSION_COMPLETE;

@@ -14,9 +14,9 @@
  *
  * A lost ACK from the VMC is covered two ways: a block identical to the
  * previous one gets the same reply and no action (retransmission); and a
- * command that proves the VMC got a queued response counts as its ACK: a
- * VEND REQUEST or SESSION COMPLETE after BEGIN SESSION or VEND DENIED, a VEND
- * SUCCESS/FAILURE after VEND APPROVED. Then SESSION_STARTED or
+ * command that proves the VMC got a queued response counts as its ACK:
+ * SETUP config after JUST RESET, VEND REQUEST or SESSION COMPLETE after BEGIN
+ * SESSION or VEND DENIED, VEND SUCCESS/FAILURE after VEND APPROVED. Then SESSION_STARTED or
  * APPROVAL_DELIVERED is not reported separately: the action of the command
  * implies it. */
 #ifndef KP_MDB_DEVICE_H

@@ -535,6 +535,13 @@ static const struct step denial_implied_by_next_vend[] = {
 	S_(POLL, R_ACK, NONE, VEND),
 };
 
+static const struct step just_reset_implied_by_setup[] = {
+	S_(POLL, R_JUST_RESET, NONE, INACTIVE),
+	S_(SETUP, R_CONFIG, SETUP, DISABLED),              /* the VMC got 00 00; its ACK was lost */
+	S_(ACK, SILENT, NONE, DISABLED),
+	S_(POLL, R_ACK, NONE, DISABLED),                   /* JUST RESET is not sent again */
+};
+
 static const struct step repeats[] = {
 	S_(RESET, R_ACK, RESET, INACTIVE),
 	S_(RESET, R_ACK, NONE, INACTIVE),                  /* repeated: no second reset */
@@ -578,6 +585,10 @@ static void test_lost_acks_and_repeats(void **state)
 	rig_open(&r);
 	reach(&r, SIT_VEND);
 	RUN(&r, denial_implied_by_next_vend);
+	kp_mdb_device_free(r.dev);
+
+	rig_open(&r);
+	RUN(&r, just_reset_implied_by_setup);
 	kp_mdb_device_free(r.dev);
 
 	rig_open(&r);
