@@ -18,10 +18,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
+#include <coap3/coap.h>
 
 #include "api.h"
 #include "api_json.h"
@@ -928,6 +931,165 @@ static void test_pay_waiting_then_api_freed(void **state)
 	f->api = NULL;
 }
 
+/* ---------- many observers, in-process client ---------- */
+
+#define NOBS ((int)KP_API_OBSERVED_MAX + 1)
+
+struct obs_client {
+	uint8_t tok[NOBS][8];
+	size_t toklen[NOBS];
+	int first_code[NOBS];    /* code of the registration answer */
+	bool observing[NOBS];    /* that answer carried Observe */
+	int last_code[NOBS];     /* code of the latest message for this token */
+	char last_status[NOBS][24];
+	int messages[NOBS];
+};
+
+static coap_response_t obs_on_response(coap_session_t *session, const coap_pdu_t *sent, const coap_pdu_t *rcv,
+				       const coap_mid_t mid)
+{
+	(void)sent;
+	(void)mid;
+	struct obs_client *c = coap_get_app_data(coap_session_get_context(session));
+	coap_bin_const_t t = coap_pdu_get_token(rcv);
+	coap_pdu_code_t code = coap_pdu_get_code(rcv);
+	if (COAP_RESPONSE_CLASS(code) == 0)
+		return COAP_RESPONSE_OK;
+	for (int i = 0; i < NOBS; i++) {
+		if (t.length != c->toklen[i] || memcmp(t.s, c->tok[i], t.length) != 0)
+			continue;
+		int k = COAP_RESPONSE_CLASS(code) * 100 + (code & 0x1f);
+		coap_opt_iterator_t it;
+		if (c->messages[i]++ == 0) {
+			c->first_code[i] = k;
+			c->observing[i] = coap_check_option(rcv, COAP_OPTION_OBSERVE, &it) != NULL;
+		}
+		c->last_code[i] = k;
+		size_t len, off, total;
+		const uint8_t *data;
+		c->last_status[i][0] = '\0';
+		if (coap_get_data_large(rcv, &len, &data, &off, &total)) {
+			char buf[4096];
+			if (len < sizeof(buf)) {
+				memcpy(buf, data, len);
+				buf[len] = '\0';
+				cJSON *j = cJSON_Parse(buf);
+				snprintf(c->last_status[i], sizeof(c->last_status[i]), "%s", jstr(j, "status"));
+				cJSON_Delete(j);
+			}
+		}
+		break;
+	}
+	return COAP_RESPONSE_OK;
+}
+
+/* Turn both loops until done() or 10 s. */
+static bool pump_both(struct fx *f, coap_context_t *cctx, bool (*done)(const struct obs_client *),
+		      const struct obs_client *c)
+{
+	int64_t start = mono_now();
+	while (mono_now() - start < 10000) {
+		pump(f, 1);
+		coap_io_process(cctx, COAP_IO_NO_WAIT);
+		if (done(c))
+			return true;
+	}
+	return false;
+}
+
+static bool all_answered(const struct obs_client *c)
+{
+	for (int i = 0; i < NOBS; i++)
+		if (c->messages[i] == 0)
+			return false;
+	return true;
+}
+
+static int obs_watch = -1;
+static bool watched_canceled(const struct obs_client *c)
+{
+	return strcmp(c->last_status[obs_watch], "canceled") == 0;
+}
+
+/* One more observed order than the API keeps resources for: the least
+ * recently used is dropped (its subscriber told 4.04), the others keep
+ * getting notifications. */
+static void test_observe_many_evicts_oldest(void **state)
+{
+	struct fx *f = *state;
+	static char ids[NOBS][KP_ID_SIZE];
+	struct obs_client *c = calloc(1, sizeof(*c));
+	assert_non_null(c);
+	for (int i = 0; i < NOBS; i++) {
+		char key[32], why[128];
+		snprintf(key, sizeof(key), "obs-%d", i);
+		kp_order_req req = {.dedup_key = key, .amount = 10 + i};
+		kp_order o;
+		bool dup;
+		assert_int_equal(kp_engine_order_create(f->e, &req, &o, &dup, why, sizeof(why)), KP_OK);
+		snprintf(ids[i], sizeof(ids[i]), "%s", o.order_id);
+	}
+	coap_context_t *cctx = coap_new_context(NULL);
+	assert_non_null(cctx);
+	coap_context_set_block_mode(cctx, COAP_BLOCK_USE_LIBCOAP | COAP_BLOCK_SINGLE_BODY);
+	coap_set_app_data(cctx, c);
+	coap_register_response_handler(cctx, obs_on_response);
+	coap_address_t dst;
+	coap_address_init(&dst);
+	dst.addr.sin.sin_family = AF_INET;
+	dst.addr.sin.sin_port = htons(kp_api_port(f->api));
+	dst.addr.sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	dst.size = sizeof(dst.addr.sin);
+	coap_session_t *session = coap_new_client_session(cctx, NULL, &dst, COAP_PROTO_UDP);
+	assert_non_null(session);
+	for (int i = 0; i < NOBS; i++) {
+		coap_pdu_t *pdu = coap_new_pdu(COAP_MESSAGE_CON, COAP_REQUEST_CODE_GET, session);
+		assert_non_null(pdu);
+		coap_session_new_token(session, &c->toklen[i], c->tok[i]);
+		uint8_t ob[4];
+		assert_true(coap_add_token(pdu, c->toklen[i], c->tok[i]));
+		assert_true(coap_add_option(pdu, COAP_OPTION_OBSERVE, coap_encode_var_safe(ob, sizeof(ob), 0), ob));
+		assert_true(coap_add_option(pdu, COAP_OPTION_URI_PATH, 6, (const uint8_t *)"orders"));
+		assert_true(coap_add_option(pdu, COAP_OPTION_URI_PATH, strlen(ids[i]), (const uint8_t *)ids[i]));
+		assert_true(coap_send(session, pdu) != COAP_INVALID_MID);
+		/* One at a time: the eviction order is the registration order. */
+		while (c->messages[i] == 0) {
+			pump(f, 1);
+			coap_io_process(cctx, COAP_IO_NO_WAIT);
+		}
+	}
+	assert_true(pump_both(f, cctx, all_answered, c));
+	for (int i = 0; i < NOBS; i++) {
+		assert_int_equal(c->first_code[i], 205);
+		assert_true(c->observing[i]);
+		if (i > 0)
+			assert_string_equal(c->last_status[i], "pending");
+	}
+	kp_api_stats st;
+	kp_api_stats_get(f->api, &st);
+	assert_int_equal(st.observed_orders, KP_API_OBSERVED_MAX);
+	/* The first one was dropped: its subscriber got 4.04. */
+	int64_t start = mono_now();
+	while (c->last_code[0] != 404 && mono_now() - start < 5000) {
+		pump(f, 1);
+		coap_io_process(cctx, COAP_IO_NO_WAIT);
+	}
+	assert_int_equal(c->last_code[0], 404);
+
+	/* A change to a kept one is notified. */
+	obs_watch = 1;
+	kp_order o;
+	assert_int_equal(kp_engine_cancel(f->e, ids[1], &o), KP_OK);
+	assert_true(pump_both(f, cctx, watched_canceled, c));
+	assert_int_equal(c->last_code[1], 205);
+	/* The dropped subscriber heard nothing more after its 4.04. */
+	assert_int_equal(c->messages[0], 2);
+
+	coap_session_release(session);
+	coap_free_context(cctx);
+	free(c);
+}
+
 #ifdef KIOSKCTL
 /* ---------- kioskctl over the same API ---------- */
 
@@ -1057,6 +1219,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_pay_waiting_then_api_freed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_content_format, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_listen_addresses, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_observe_many_evicts_oldest, setup, teardown),
 #ifdef KIOSKCTL
 		cmocka_unit_test_setup_teardown(test_kioskctl, setup, teardown),
 #endif
