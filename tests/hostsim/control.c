@@ -532,6 +532,17 @@ kp_err hs_control_setup(hostsim *s)
 	for (int i = 0; i < HS_MAX_CTL; i++)
 		s->ctls[i].fd = -1;
 	s->ctl_fd = -1;
+	/* The control port has no authentication: loopback only. */
+	const char *colon = strrchr(s->opt.control, ':');
+	size_t hl = colon ? (size_t)(colon - s->opt.control) : 0;
+	bool loopback = (hl >= 4 && strncmp(s->opt.control, "127.", 4) == 0) ||
+			(hl == 5 && strncmp(s->opt.control, "[::1]", 5) == 0) ||
+			(hl == 3 && strncmp(s->opt.control, "::1", 3) == 0);
+	if (!loopback) {
+		fprintf(stderr, "kp-hostsim: --control %s: must be a loopback address (127.x.x.x or [::1])\n",
+			s->opt.control);
+		return KP_ERR_INVALID;
+	}
 	return hs_listen(s->opt.control, &s->ctl_fd, &s->ctl_port);
 }
 

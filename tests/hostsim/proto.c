@@ -206,6 +206,8 @@ static void handle_cancel(hostsim *s, hs_conn *c, const kp_host_msg *req, kp_hos
 	reply_payment(rep, req, &p);
 }
 
+static void refunds_catch_up(hostsim *s);
+
 static void handle_refund(hostsim *s, const kp_host_msg *req, kp_host_msg *rep)
 {
 	kp_ledger_refund r, cur;
@@ -213,6 +215,7 @@ static void handle_refund(hostsim *s, const kp_host_msg *req, kp_host_msg *rep)
 	int64_t late_ms = 0;
 	bool reject = false, fresh = false;
 
+	refunds_catch_up(s);
 	kp_err err = kp_ledger_refund_get(s->ledger, req->refund_id, &cur);
 	if (err == KP_ERR_NOT_FOUND) {
 		fresh = true;
@@ -275,9 +278,18 @@ static void handle_refund(hostsim *s, const kp_host_msg *req, kp_host_msg *rep)
 	}
 }
 
+/* Finish late refunds that are due before answering about refunds, even if
+ * the loop's tick has not run yet. */
+static void refunds_catch_up(hostsim *s)
+{
+	if (s->next_refund_due > 0 && kp_now_wall(&s->env) >= s->next_refund_due)
+		hs_refunds_rearm(s);
+}
+
 static void handle_query_refund(hostsim *s, const kp_host_msg *req, kp_host_msg *rep)
 {
 	kp_ledger_refund r;
+	refunds_catch_up(s);
 	kp_err err = kp_ledger_refund_get(s->ledger, req->refund_id, &r);
 	if (err == KP_ERR_NOT_FOUND) {
 		memset(&r, 0, sizeof(r));
@@ -354,7 +366,7 @@ void hs_proto_frame(hostsim *s, hs_conn *c, const uint8_t *frame, size_t len)
 		s->stats.protocol_errors++;
 		kp_log_warn(&s->env, "conn %llu %s: malformed frame (%s): %s", (unsigned long long)c->serial,
 			    c->device_id[0] ? c->device_id : c->peer, kp_host_op_str(req.op), why);
-		reply_error(&rep, NULL, req.op == KP_OP_NONE ? "unknown_op" : "bad_request", why);
+		reply_error(&rep, NULL, strncmp(why, "unknown op", 10) == 0 ? "unknown_op" : "bad_request", why);
 		if (hs_conn_send(s, c, &rep) == KP_OK)
 			hs_conn_close_after_flush(s, c, "malformed frame");
 		return;
