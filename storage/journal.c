@@ -931,6 +931,16 @@ static kp_err open_db(kp_journal *j, const kp_journal_opts *o)
 		set_msg(j, "%s is not a kioskpay journal (application_id %lld)", j->path, (long long)app);
 		return KP_ERR_INVALID;
 	}
+	if (version == 0) {
+		/* Refuse someone else's SQLite file before changing anything in it. */
+		int64_t objects = 0;
+		TRY(query_int(j, "SELECT count(*) FROM sqlite_schema", &objects));
+		if (objects > 0) {
+			set_msg(j, "%s is an SQLite file of something else, not a kioskpay journal",
+				j->path);
+			return KP_ERR_INVALID;
+		}
+	}
 	if (j->readonly) {
 		if (version < KP_JOURNAL_SCHEMA_VERSION) {
 			set_msg(j, "journal %s has schema version %lld, older than %d: open it "
@@ -964,7 +974,8 @@ static kp_err open_db(kp_journal *j, const kp_journal_opts *o)
 		sqlite3_wal_autocheckpoint(j->db, 0);
 	else if (o->wal_autocheckpoint > 0)
 		sqlite3_wal_autocheckpoint(j->db, o->wal_autocheckpoint);
-	TRY(migrate(j));
+	if (version < KP_SCHEMA_LATEST)
+		TRY(migrate(j));
 	sqlite3_db_config(j->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 0, NULL);
 	return KP_OK;
 }
@@ -1106,6 +1117,7 @@ kp_err kp_journal_order_create(kp_journal *j, const kp_order_new *req, kp_order 
 	}
 	if (err == KP_OK)
 		err = event_add(j, req->now, "order", req->order_id, "", "pending", "created");
+	err = wtx_end(j, &t, err, FP_ORDER_CREATE);
 	if (err == KP_OK) {
 		memset(out, 0, sizeof(*out));
 		snprintf(out->order_id, sizeof(out->order_id), "%s", req->order_id);
@@ -1118,7 +1130,7 @@ kp_err kp_journal_order_create(kp_journal *j, const kp_order_new *req, kp_order 
 		out->expires_at = req->expires_at;
 		out->updated_at = req->now;
 	}
-	return wtx_end(j, &t, err, FP_ORDER_CREATE);
+	return err;
 }
 
 kp_err kp_journal_order_move(kp_journal *j, const char *order_id, kp_order_state from,
@@ -1234,6 +1246,7 @@ kp_err kp_journal_attempt_begin(kp_journal *j, const kp_attempt_new *req, kp_att
 	}
 	if (err == KP_OK)
 		err = event_add(j, req->now, "attempt", req->attempt_id, "", "paying", "begin");
+	err = wtx_end(j, &t, err, FP_ATTEMPT_BEGIN);
 	if (err == KP_OK) {
 		memset(out, 0, sizeof(*out));
 		snprintf(out->attempt_id, sizeof(out->attempt_id), "%s", req->attempt_id);
@@ -1245,7 +1258,7 @@ kp_err kp_journal_attempt_begin(kp_journal *j, const kp_attempt_new *req, kp_att
 		out->updated_at = req->now;
 		out->next_check_at = req->next_check_at;
 	}
-	return wtx_end(j, &t, err, FP_ATTEMPT_BEGIN);
+	return err;
 }
 
 kp_err kp_journal_attempt_move(kp_journal *j, const char *attempt_id, const kp_attempt_move *m)
@@ -1441,6 +1454,7 @@ kp_err kp_journal_refund_create(kp_journal *j, const kp_refund_new *req, kp_refu
 	if (err == KP_OK)
 		err = event_add(j, req->now, "refund", req->refund_id, "", "pending",
 				kp_refund_reason_str(req->reason));
+	err = wtx_end(j, &t, err, FP_REFUND_CREATE);
 	if (err == KP_OK) {
 		memset(out, 0, sizeof(*out));
 		snprintf(out->refund_id, sizeof(out->refund_id), "%s", req->refund_id);
@@ -1454,7 +1468,7 @@ kp_err kp_journal_refund_create(kp_journal *j, const kp_refund_new *req, kp_refu
 		out->updated_at = req->now;
 		out->next_check_at = req->next_check_at;
 	}
-	return wtx_end(j, &t, err, FP_REFUND_CREATE);
+	return err;
 }
 
 kp_err kp_journal_refund_move(kp_journal *j, const char *refund_id, const kp_refund_move *m)
@@ -1678,7 +1692,9 @@ static kp_err count_states(kp_journal *j, const char *sql, int64_t *counts, int 
 	sqlite3_stmt *st = NULL;
 	int rc = sqlite3_prepare_v2(j->db, sql, -1, &st, NULL);
 	kp_err err = KP_OK;
-	while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+	if (rc == SQLITE_OK)
+		rc = SQLITE_ROW;
+	while (rc == SQLITE_ROW && (rc = sqlite3_step(st)) == SQLITE_ROW) {
 		int v;
 		if (parse((const char *)sqlite3_column_text(st, 0), &v) != KP_OK || v < 0 || v >= ncounts) {
 			set_msg(j, "unknown state in: %s", sql);
@@ -1812,7 +1828,9 @@ static kp_err each_row(kp_journal *j, const char *sql, struct problems *p, const
 {
 	sqlite3_stmt *st = NULL;
 	int rc = sqlite3_prepare_v2(j->db, sql, -1, &st, NULL);
-	while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+	if (rc == SQLITE_OK)
+		rc = SQLITE_ROW;
+	while (rc == SQLITE_ROW && (rc = sqlite3_step(st)) == SQLITE_ROW) {
 		if (!fmt) {
 			const char *t = col_or(st, 0);
 			if (strcmp(t, "ok") != 0)
