@@ -142,6 +142,14 @@ struct kp_journal {
 
 /* ---------- errors ---------- */
 
+/* Make a message one line: SQLite's reports (quick_check) span several. */
+static void one_line(char *s)
+{
+	for (; *s; s++)
+		if (*s == '\n' || *s == '\r')
+			*s = ' ';
+}
+
 static void set_msg(kp_journal *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void set_msg(kp_journal *j, const char *fmt, ...)
 {
@@ -149,6 +157,7 @@ static void set_msg(kp_journal *j, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(j->errmsg, sizeof(j->errmsg), fmt, ap);
 	va_end(ap);
+	one_line(j->errmsg);
 }
 
 /* An SQLite result code as a kp_err; remembers SQLite's message. */
@@ -1014,6 +1023,8 @@ kp_err kp_journal_open_ex(kp_journal **out, const char *path, unsigned flags, co
 	}
 	err = open_db(j, opts ? opts : &defaults);
 out:
+	if (opts && opts->errbuf && opts->errbuf_size)
+		snprintf(opts->errbuf, opts->errbuf_size, "%s", err == KP_OK ? "" : j->errmsg);
 	if (err != KP_OK) {
 		kp_log_error(env, "journal: %s (%s)", j->errmsg, kp_strerror(err));
 		kp_journal_close(j);
@@ -1758,6 +1769,112 @@ kp_err kp_journal_stats_get(kp_journal *j, kp_journal_stats *out)
 	return KP_OK;
 }
 
+/* ---------- walks (export) ---------- */
+
+/* The callback of a walk, whichever record it takes. */
+struct walk_fn {
+	union {
+		kp_order_fn order;
+		kp_attempt_fn attempt;
+		kp_refund_fn refund;
+		kp_confirmation_fn conf;
+	} fn;
+	kp_err (*call)(const struct walk_fn *w, const void *rec);
+	void *arg;
+};
+
+static kp_err call_order(const struct walk_fn *w, const void *rec)
+{
+	return w->fn.order(w->arg, rec);
+}
+
+static kp_err call_attempt(const struct walk_fn *w, const void *rec)
+{
+	return w->fn.attempt(w->arg, rec);
+}
+
+static kp_err call_refund(const struct walk_fn *w, const void *rec)
+{
+	return w->fn.refund(w->arg, rec);
+}
+
+static kp_err call_conf(const struct walk_fn *w, const void *rec)
+{
+	return w->fn.conf(w->arg, rec);
+}
+
+/* Stream the rows of sql (optionally binding text ?1) to w through rd. Its own
+ * statement, so that the callback may run other reads meanwhile. */
+static kp_err walk(kp_journal *j, const char *sql, const char *key, row_fn rd, void *rec,
+		   const struct walk_fn *w)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = sqlite3_prepare_v2(j->db, sql, -1, &st, NULL);
+	if (rc == SQLITE_OK && key)
+		rc = bind_text(st, 1, key);
+	kp_err err = KP_OK;
+	if (rc == SQLITE_OK)
+		rc = SQLITE_ROW;
+	while (err == KP_OK && rc == SQLITE_ROW && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		err = rd(st, rec);
+		if (err != KP_OK)
+			set_msg(j, "a row does not fit its record: %s", sql);
+		else
+			err = w->call(w, rec);
+	}
+	if (err == KP_OK && rc != SQLITE_DONE)
+		err = map_rc(j, rc);
+	sqlite3_finalize(st);
+	return err;
+}
+
+kp_err kp_journal_orders_each(kp_journal *j, kp_order_fn fn, void *arg)
+{
+	if (!j || !fn)
+		return KP_ERR_INVALID;
+	kp_order o;
+	struct walk_fn w = {.fn.order = fn, .call = call_order, .arg = arg};
+	return walk(j, "SELECT " ORDER_COLS " FROM orders ORDER BY created_at, order_id", NULL,
+		    row_order, &o, &w);
+}
+
+kp_err kp_journal_attempts_each(kp_journal *j, const char *order_id, kp_attempt_fn fn, void *arg)
+{
+	if (!j || !fn || (order_id && !id_ok(order_id)))
+		return KP_ERR_INVALID;
+	kp_attempt a;
+	struct walk_fn w = {.fn.attempt = fn, .call = call_attempt, .arg = arg};
+	return walk(j, order_id ? "SELECT " ATTEMPT_COLS " FROM attempts WHERE order_id=?1 "
+				  "ORDER BY created_at, attempt_id"
+				: "SELECT " ATTEMPT_COLS " FROM attempts ORDER BY created_at, attempt_id",
+		    order_id, row_attempt, &a, &w);
+}
+
+kp_err kp_journal_refunds_each(kp_journal *j, const char *order_id, kp_refund_fn fn, void *arg)
+{
+	if (!j || !fn || (order_id && order_id[0] && !id_ok(order_id)))
+		return KP_ERR_INVALID;
+	const char *sql =
+		!order_id ? "SELECT " REFUND_COLS " FROM refunds ORDER BY created_at, refund_id"
+		: !order_id[0] ? "SELECT " REFUND_COLS " FROM refunds WHERE order_id IS NULL "
+				 "ORDER BY created_at, refund_id"
+			       : "SELECT " REFUND_COLS " FROM refunds WHERE order_id=?1 "
+				 "ORDER BY created_at, refund_id";
+	kp_refund r;
+	struct walk_fn w = {.fn.refund = fn, .call = call_refund, .arg = arg};
+	return walk(j, sql, order_id && order_id[0] ? order_id : NULL, row_refund, &r, &w);
+}
+
+kp_err kp_journal_confirmations_each(kp_journal *j, kp_confirmation_fn fn, void *arg)
+{
+	if (!j || !fn)
+		return KP_ERR_INVALID;
+	kp_confirmation c;
+	struct walk_fn w = {.fn.conf = fn, .call = call_conf, .arg = arg};
+	return walk(j, "SELECT " CONF_COLS " FROM confirmations ORDER BY received_at, seq, host_txn",
+		    NULL, row_conf, &c, &w);
+}
+
 /* ---------- offline check ---------- */
 
 /* Each invariant: a query whose every row is one problem, and how to say it.
@@ -1811,6 +1928,7 @@ static void problem(struct problems *p, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
+	one_line(line);
 	p->count++;
 	if (p->fn)
 		p->fn(p->arg, line);

@@ -104,6 +104,8 @@ typedef struct kp_journal_opts {
 	int page_size;           /* for a file created now; 0: KP_JOURNAL_PAGE_SIZE */
 	int busy_timeout_ms;     /* wait for another writer; 0: 5000 */
 	int wal_autocheckpoint;  /* pages; 0: SQLite's default (1000); < 0: never */
+	char *errbuf;            /* if set: why the open failed, one line ("" on success) */
+	size_t errbuf_size;
 } kp_journal_opts;
 #define KP_JOURNAL_PAGE_SIZE 4096
 /* kp_journal_open() with opts (NULL = defaults). */
@@ -264,6 +266,21 @@ typedef struct kp_journal_stats {
 	int64_t file_bytes;   /* main file + WAL */
 } kp_journal_stats;
 kp_err kp_journal_stats_get(kp_journal *j, kp_journal_stats *out) KP_MUST_USE;
+
+/* ---- walks over everything (kioskctl journal export) ----
+ * Rows are streamed: fn must not write to the journal (it may read). fn
+ * returning non-OK stops the walk and that code is returned. */
+typedef kp_err (*kp_confirmation_fn)(void *arg, const kp_confirmation *c);
+/* Every order, oldest first. */
+kp_err kp_journal_orders_each(kp_journal *j, kp_order_fn fn, void *arg) KP_MUST_USE;
+/* The attempts of order_id (NULL: of every order), oldest first. */
+kp_err kp_journal_attempts_each(kp_journal *j, const char *order_id, kp_attempt_fn fn,
+				void *arg) KP_MUST_USE;
+/* The refunds of order_id; NULL: every refund; "": the orphans (no order). */
+kp_err kp_journal_refunds_each(kp_journal *j, const char *order_id, kp_refund_fn fn,
+			       void *arg) KP_MUST_USE;
+/* Every confirmation, in the order they were received. */
+kp_err kp_journal_confirmations_each(kp_journal *j, kp_confirmation_fn fn, void *arg) KP_MUST_USE;
 
 /* ---- offline checks (kioskctl journal check) ---- */
 
