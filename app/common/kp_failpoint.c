@@ -16,6 +16,7 @@ struct fp {
 };
 
 bool kp_failpoints_armed;
+void (*kp_failpoint_crash_hook)(void);
 static struct fp fps[KP_FAILPOINT_MAX];
 
 bool kp_failpoint_hit(unsigned n)
@@ -32,6 +33,8 @@ bool kp_failpoint_hit(unsigned n)
 	}
 	/* countdown == 1: fire */
 	if (p->action == KP_FP_CRASH) {
+		if (kp_failpoint_crash_hook)
+			kp_failpoint_crash_hook();
 		raise(SIGKILL);
 		_exit(137);
 	}

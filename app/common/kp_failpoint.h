@@ -23,6 +23,11 @@ typedef enum kp_fp_action {
 
 extern bool kp_failpoints_armed; /* any point armed at all: the fast path */
 
+/* Called by a firing `crash` point just before SIGKILL, if set (NULL by
+ * default). The crash-simulating VFS of tests/crash sets it to damage the
+ * journal's unsynced writes first; it may end the process itself. */
+extern void (*kp_failpoint_crash_hook)(void);
+
 bool kp_failpoint_hit(unsigned n);
 
 /* True when point n fires now. */
