@@ -412,6 +412,46 @@ static void test_vend_failure_refunds(void **state)
 	assert_int_equal(w_journal_check(w), 0);
 }
 
+static void test_kill9_mid_sale_replayed(void **state)
+{
+	kp_world *w = *state;
+	char order_id[65], a[65], out[4096];
+	create_order(w, "kill-1", 380, order_id);
+	assert_int_equal(pay(w, order_id, "card", a, out, sizeof(out)), 200);
+	/* Power cut while paying; the customer pays while the kiosk is down. */
+	assert_int_equal(w_stop_daemon(w, SIGKILL), -SIGKILL);
+	sim(w, "{\"cmd\":\"fault\",\"fault\":\"drop_confirms\",\"count\":%d}", 100);
+	sim(w, "{\"cmd\":\"pay\",\"attempt_id\":\"%s\"}", a);
+	/* Boot: the attempt is replayed with its own id (a query), never a new one. */
+	assert_int_equal(w_start_daemon(w, FAST), 0);
+	cJSON *o = w_wait_order(w, order_id, "paid", 5000);
+	assert_string_equal(jstr(o, "status"), "paid");
+	cJSON_Delete(o);
+	assert_int_equal(sqlf(w, "SELECT count(*) FROM attempts WHERE order_id='%s'", order_id), 1);
+	cJSON *l = w_ledger(w);
+	assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(l, "payments")), 1);
+	cJSON_Delete(l);
+	assert_int_equal(w_journal_check(w), 0);
+}
+
+static void test_kill9_paid_not_vended_refunded(void **state)
+{
+	kp_world *w = *state;
+	char order_id[65], a[65];
+	sell_and_pay(w, "kill-2", 520, order_id, a);
+	/* Power cut between "paid" and the vend outcome: the default policy refunds. */
+	assert_int_equal(w_stop_daemon(w, SIGKILL), -SIGKILL);
+	assert_int_equal(w_start_daemon(w, FAST), 0);
+	assert_true(wait_sql(w, 1, 10000, "SELECT count(*) FROM refunds WHERE reason='power_cut' AND state='refunded'"));
+	cJSON *o = w_wait_order(w, order_id, "fulfill_failed", 2000);
+	assert_string_equal(jstr(o, "status"), "fulfill_failed");
+	cJSON_Delete(o);
+	int64_t captures, net;
+	ledger_order(w, order_id, &captures, &net);
+	assert_int_equal(captures, 1);
+	assert_int_equal(net, 0);
+}
+
 #define WORLD(fn, name, ini)                                                        \
 	static int setup_##fn(void **state) { return start_world(state, name, ini); }
 
@@ -437,6 +477,8 @@ int main(void)
 		T(test_refund_reply_lost_retried, sale),
 		T(test_host_down_at_pay, sale),
 		T(test_vend_failure_refunds, sale),
+		T(test_kill9_mid_sale_replayed, sale),
+		T(test_kill9_paid_not_vended_refunded, sale),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -197,6 +197,11 @@ static void print_problem(void *arg, const char *problem)
 static int teardown(void **state)
 {
 	struct fixture *f = *state;
+	/* Like kp_hostlink_free: every request still in flight fails. */
+	f->host.up = false;
+	for (int i = 0; i < f->host.nreq; i++)
+		if (!f->host.reqs[i].answered)
+			answer(&f->host.reqs[i], KP_ERR_DISCONNECTED, NULL);
 	kp_engine_free(f->e);
 	/* The invariants that need no host hold after every scenario. */
 	assert_int_equal(kp_journal_check(f->j, print_problem, NULL), KP_OK);
