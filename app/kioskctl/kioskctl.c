@@ -26,6 +26,35 @@ static const kctl_cmd commands[] = {
 	{"journal", "export", kctl_journal_export, "PATH", "print a journal as JSON, read-only",
 	 "Prints one JSON object: every order with its attempts and refunds, the orphan\n"
 	 "refunds (no order), every confirmation and every event. Read-only.\n"},
+	{"order", "create", kctl_order_create, "--dedup-key KEY --amount N [--currency CUR] [--items JSON]",
+	 "create an order (or get the one with this dedup key)",
+	 "POST /orders on kioskpayd. --amount is an integer in minor units, --items a JSON\n"
+	 "array or object. The same --dedup-key with the same content returns the same order\n"
+	 "(\"duplicated\"); with other content kioskpayd answers 4.09 conflict (exit 1).\n"
+	 "Prints \"order ID STATUS AMOUNT CURRENCY, expires TIME\"; --json: the API's answer.\n" KCTL_API_HELP_TAIL},
+	{"order", "show", kctl_order_show, "ID", "show an order with its attempts and refunds",
+	 "GET /orders/ID: the order, then one line per attempt and per refund.\n" KCTL_API_HELP_TAIL},
+	{"order", "pay", kctl_order_pay, "ID --channel CHANNEL", "start paying an order on a channel",
+	 "POST /orders/ID/pay. Waits (up to 20 s) until the host took the payment request;\n"
+	 "prints the attempt and its QR code if the host gave one. 4.09 expired: the order\n"
+	 "is past its pay deadline; 5.03 disconnected: the host link is down.\n" KCTL_API_HELP_TAIL},
+	{"order", "cancel", kctl_order_cancel, "ID", "cancel a pending order",
+	 "POST /orders/ID/cancel; a live attempt is canceled at the host. Prints the order.\n" KCTL_API_HELP_TAIL},
+	{"order", "vend", kctl_order_vend, "ID success|failure", "record the vend outcome of a paid order",
+	 "POST /orders/ID/vend: success makes it fulfilled; failure makes it fulfill_failed\n"
+	 "and refunds it. Prints the order.\n" KCTL_API_HELP_TAIL},
+	{NULL, "events", kctl_events, "[--since N] [--limit N]", "print journal events after seq N",
+	 "GET /events: events with seq > N (default 0), oldest first, at most --limit\n"
+	 "(1..100, default 100), then \"next M\": pass --since M for the rest.\n" KCTL_API_HELP_TAIL},
+	{NULL, "health", kctl_health, "", "print kioskpayd's status",
+	 "GET /health: status ok|degraded, journal ok|error|closed, host up|down, uptime.\n"
+	 "A degraded service still exits 0 (it answered).\n" KCTL_API_HELP_TAIL},
+	{NULL, "metrics", kctl_metrics, "", "print kioskpayd's counters",
+	 "GET /metrics: counts per state of orders, attempts and refunds, alarms, journal\n"
+	 "size, host link and engine counters, one \"name value\" per line.\n" KCTL_API_HELP_TAIL},
+	{NULL, "reconcile", kctl_reconcile, "", "make every unfinished record due now",
+	 "POST /reconcile: the reconciler looks at every unfinished attempt and refund on\n"
+	 "kioskpayd's next loop turn.\n" KCTL_API_HELP_TAIL},
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))

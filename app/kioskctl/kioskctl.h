@@ -48,4 +48,18 @@ int kctl_journal_init(const kctl_ctx *ctx, int argc, char **argv);
 int kctl_journal_check(const kctl_ctx *ctx, int argc, char **argv);
 int kctl_journal_export(const kctl_ctx *ctx, int argc, char **argv);
 
+/* ---- API commands (ctl_api.c): over kioskpayd's CoAP API (--api) ---- */
+#define KCTL_API_HELP_TAIL                                                                \
+	"Exit 1: kioskpayd answered an error (code, error and message on stderr);\n"   \
+	"exit 3: kioskpayd unreachable or no answer in 20 s.\n"
+int kctl_order_create(const kctl_ctx *ctx, int argc, char **argv);
+int kctl_order_show(const kctl_ctx *ctx, int argc, char **argv);
+int kctl_order_pay(const kctl_ctx *ctx, int argc, char **argv);
+int kctl_order_cancel(const kctl_ctx *ctx, int argc, char **argv);
+int kctl_order_vend(const kctl_ctx *ctx, int argc, char **argv);
+int kctl_events(const kctl_ctx *ctx, int argc, char **argv);
+int kctl_health(const kctl_ctx *ctx, int argc, char **argv);
+int kctl_metrics(const kctl_ctx *ctx, int argc, char **argv);
+int kctl_reconcile(const kctl_ctx *ctx, int argc, char **argv);
+
 #endif
