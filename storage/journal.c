@@ -113,19 +113,22 @@ static const char *const sql_text[ST__COUNT] = {
 			  "WHERE refund_id=?1",
 	[ST_REFUNDS_OF_ORDER] = "SELECT " REFUND_COLS " FROM refunds WHERE order_id=?1 "
 				"ORDER BY created_at, refund_id LIMIT ?2",
-	[ST_DUE_ATTEMPTS] = "SELECT " ATTEMPT_COLS " FROM attempts WHERE state IN " LIVE
+	[ST_DUE_ATTEMPTS] = "SELECT " ATTEMPT_COLS " FROM attempts INDEXED BY attempts_one_live "
+			    "WHERE state IN " LIVE
 			    " AND next_check_at<=?1 ORDER BY next_check_at LIMIT ?2",
 	[ST_DUE_REFUNDS] = "SELECT " REFUND_COLS " FROM refunds WHERE state IN " REFUND_OPEN
 			   " AND next_check_at<=?1 ORDER BY next_check_at LIMIT ?2",
-	[ST_EXPIRED_ORDERS] = "SELECT " ORDER_COLS " FROM orders WHERE state IN ('pending','paid') "
-			      "AND state='pending' AND expires_at<=?1 ORDER BY expires_at LIMIT ?2",
-	[ST_PAID_UNFULFILLED] = "SELECT " ORDER_COLS " FROM orders WHERE state IN ('pending','paid') "
-				"AND state='paid' AND created_at<?1 ORDER BY created_at LIMIT ?2",
-	[ST_ALL_DUE_ATTEMPTS] = "UPDATE attempts SET next_check_at=min(next_check_at,?1) "
-				"WHERE state IN " LIVE,
+	[ST_EXPIRED_ORDERS] = "SELECT " ORDER_COLS " FROM orders INDEXED BY orders_pending "
+			      "WHERE state='pending' AND expires_at<=?1 ORDER BY expires_at LIMIT ?2",
+	/* At boot only: a scan of the table. */
+	[ST_PAID_UNFULFILLED] = "SELECT " ORDER_COLS " FROM orders WHERE state='paid' AND created_at<?1 "
+				"ORDER BY created_at LIMIT ?2",
+	[ST_ALL_DUE_ATTEMPTS] = "UPDATE attempts INDEXED BY attempts_one_live "
+				"SET next_check_at=min(next_check_at,?1) WHERE state IN " LIVE,
 	[ST_ALL_DUE_REFUNDS] = "UPDATE refunds SET next_check_at=min(next_check_at,?1) "
 			       "WHERE state IN " REFUND_OPEN,
-	[ST_NEXT_DUE] = "SELECT (SELECT min(next_check_at) FROM attempts WHERE state IN " LIVE "), "
+	[ST_NEXT_DUE] = "SELECT (SELECT min(next_check_at) FROM attempts INDEXED BY attempts_one_live "
+			"WHERE state IN " LIVE "), "
 			"(SELECT min(next_check_at) FROM refunds WHERE state IN " REFUND_OPEN ")",
 	[ST_EVENTS] = "SELECT " EVENT_COLS " FROM events WHERE seq>?1 ORDER BY seq LIMIT ?2",
 };
@@ -270,7 +273,7 @@ static kp_err step_done(kp_journal *j, sqlite3_stmt *st)
 
 static kp_err exec_st(kp_journal *j, enum st id)
 {
-	sqlite3_stmt *st;
+	sqlite3_stmt *st = NULL;
 	kp_err err = stmt(j, id, &st);
 	return err == KP_OK ? step_done(j, st) : err;
 }
@@ -701,7 +704,7 @@ void kp_journal_rollback(kp_journal *j)
 static kp_err event_add(kp_journal *j, int64_t at, const char *kind, const char *record_id,
 			const char *from, const char *to, const char *cause)
 {
-	sqlite3_stmt *st;
+	sqlite3_stmt *st = NULL;
 	char buf[KP_CAUSE_SIZE];
 	TRY(stmt(j, ST_EVENT_ADD, &st));
 	int rc = bind_i64(st, 1, at) | bind_text(st, 2, kind) | bind_text(st, 3, record_id) |
@@ -1056,7 +1059,7 @@ void kp_journal_close(kp_journal *j)
 
 static kp_err order_get(kp_journal *j, enum st id, const char *key, kp_order *out)
 {
-	sqlite3_stmt *st;
+	sqlite3_stmt *st = NULL;
 	TRY(stmt(j, id, &st));
 	int rc = bind_text(st, 1, key);
 	if (rc != SQLITE_OK) {
@@ -1112,7 +1115,7 @@ kp_err kp_journal_order_create(kp_journal *j, const kp_order_new *req, kp_order 
 		wtx_abandon(j, &t);
 		return err;
 	}
-	sqlite3_stmt *st;
+	sqlite3_stmt *st = NULL;
 	err = stmt(j, ST_ORDER_ADD, &st);
 	if (err == KP_OK) {
 		int rc = bind_text(st, 1, req->order_id) | bind_text(st, 2, req->dedup_key) |
@@ -1159,7 +1162,7 @@ kp_err kp_journal_order_move(kp_journal *j, const char *order_id, kp_order_state
 	kp_err err = wtx_begin(j, &t);
 	if (err != KP_OK)
 		return err;
-	sqlite3_stmt *st;
+	sqlite3_stmt *st = NULL;
 	err = stmt(j, ST_ORDER_SET, &st);
 	if (err == KP_OK) {
 		int rc = bind_text(st, 1, order_id) | bind_text(st, 2, kp_order_state_str(from)) |
@@ -1192,7 +1195,7 @@ kp_err kp_journal_order_move(kp_journal *j, const char *order_id, kp_order_state
 
 static kp_err attempt_get(kp_journal *j, enum st id, const char *key, kp_attempt *out)
 {
-	sqlite3_stmt *st;
+	sqlite3_stmt *st = NULL;
 	TRY(stmt(j, id, &st));
 	int rc = bind_text(st, 1, key);
 	if (rc != SQLITE_OK) {
@@ -1238,7 +1241,7 @@ kp_err kp_journal_attempt_begin(kp_journal *j, const kp_attempt_new *req, kp_att
 			kp_order_state_str(o.state));
 		err = KP_ERR_STATE;
 	}
-	sqlite3_stmt *st;
+	sqlite3_stmt *st = NULL;
 	if (err == KP_OK)
 		err = stmt(j, ST_ATTEMPT_ADD, &st);
 	if (err == KP_OK) {
@@ -1305,7 +1308,7 @@ kp_err kp_journal_attempt_move(kp_journal *j, const char *attempt_id, const kp_a
 		set_msg(j, "attempt %s has host_txn %s, not %s", attempt_id, a.host_txn, m->host_txn);
 		err = KP_ERR_CONFLICT;
 	}
-	sqlite3_stmt *st;
+	sqlite3_stmt *st = NULL;
 	if (err == KP_OK)
 		err = stmt(j, ST_ATTEMPT_SET, &st);
 	if (err == KP_OK) {
@@ -1341,7 +1344,7 @@ kp_err kp_journal_attempts_of_order(kp_journal *j, const char *order_id, kp_atte
 	*n = 0;
 	if (cap == 0)
 		return KP_OK;
-	sqlite3_stmt *st;
+	sqlite3_stmt *st = NULL;
 	TRY(stmt(j, ST_ATTEMPTS_OF_ORDER, &st));
 	int rc = bind_text(st, 1, order_id) | bind_i64(st, 2, limit_of(cap));
 	if (rc != SQLITE_OK) {
@@ -1367,7 +1370,7 @@ kp_err kp_journal_confirmation_record(kp_journal *j, const kp_confirmation *c, b
 	kp_err err = wtx_begin(j, &t);
 	if (err != KP_OK)
 		return err;
-	sqlite3_stmt *st;
+	sqlite3_stmt *st = NULL;
 	err = stmt(j, ST_CONF_ADD, &st);
 	if (err == KP_OK) {
 		int rc = bind_text(st, 1, c->host_txn) | bind_i64(st, 2, c->seq) |
@@ -1397,7 +1400,7 @@ kp_err kp_journal_confirmation_get(kp_journal *j, const char *host_txn, kp_confi
 {
 	if (!j || !out || !id_ok(host_txn))
 		return KP_ERR_INVALID;
-	sqlite3_stmt *st;
+	sqlite3_stmt *st = NULL;
 	TRY(stmt(j, ST_CONF_GET, &st));
 	int rc = bind_text(st, 1, host_txn);
 	if (rc != SQLITE_OK) {
@@ -1411,7 +1414,7 @@ kp_err kp_journal_confirmation_get(kp_journal *j, const char *host_txn, kp_confi
 
 static kp_err refund_get(kp_journal *j, const char *refund_id, kp_refund *out)
 {
-	sqlite3_stmt *st;
+	sqlite3_stmt *st = NULL;
 	TRY(stmt(j, ST_REFUND_GET, &st));
 	int rc = bind_text(st, 1, refund_id);
 	if (rc != SQLITE_OK) {
@@ -1443,7 +1446,7 @@ kp_err kp_journal_refund_create(kp_journal *j, const kp_refund_new *req, kp_refu
 	kp_err err = wtx_begin(j, &t);
 	if (err != KP_OK)
 		return err;
-	sqlite3_stmt *st;
+	sqlite3_stmt *st = NULL;
 	err = stmt(j, ST_REFUND_ADD, &st);
 	if (err == KP_OK) {
 		int rc = bind_text(st, 1, req->refund_id) |
@@ -1506,7 +1509,7 @@ kp_err kp_journal_refund_move(kp_journal *j, const char *refund_id, const kp_ref
 			kp_refund_state_str(m->from));
 		err = KP_ERR_STATE;
 	}
-	sqlite3_stmt *st;
+	sqlite3_stmt *st = NULL;
 	if (err == KP_OK)
 		err = stmt(j, ST_REFUND_SET, &st);
 	if (err == KP_OK) {
@@ -1535,7 +1538,7 @@ kp_err kp_journal_refunds_of_order(kp_journal *j, const char *order_id, kp_refun
 	*n = 0;
 	if (cap == 0)
 		return KP_OK;
-	sqlite3_stmt *st;
+	sqlite3_stmt *st = NULL;
 	TRY(stmt(j, ST_REFUNDS_OF_ORDER, &st));
 	int rc = bind_text(st, 1, order_id) | bind_i64(st, 2, limit_of(cap));
 	if (rc != SQLITE_OK) {
@@ -1551,7 +1554,7 @@ kp_err kp_journal_refunds_of_order(kp_journal *j, const char *order_id, kp_refun
 static kp_err due_rows(kp_journal *j, enum st id, int64_t t, size_t limit, row_fn rd, size_t size,
 		       void **arr, size_t *n)
 {
-	sqlite3_stmt *st;
+	sqlite3_stmt *st = NULL;
 	TRY(stmt(j, id, &st));
 	int rc = bind_i64(st, 1, t) | bind_i64(st, 2, limit_of(limit));
 	if (rc != SQLITE_OK) {
@@ -1628,7 +1631,7 @@ kp_err kp_journal_make_all_due(kp_journal *j, int64_t now, int64_t *count)
 	int64_t total = 0;
 	static const enum st ids[] = {ST_ALL_DUE_ATTEMPTS, ST_ALL_DUE_REFUNDS};
 	for (size_t i = 0; i < 2 && err == KP_OK; i++) {
-		sqlite3_stmt *st;
+		sqlite3_stmt *st = NULL;
 		err = stmt(j, ids[i], &st);
 		if (err != KP_OK)
 			break;
@@ -1653,7 +1656,7 @@ kp_err kp_journal_next_due(kp_journal *j, int64_t *at)
 	if (!j || !at)
 		return KP_ERR_INVALID;
 	*at = 0;
-	sqlite3_stmt *st;
+	sqlite3_stmt *st = NULL;
 	TRY(stmt(j, ST_NEXT_DUE, &st));
 	int rc = sqlite3_step(st);
 	kp_err err = KP_OK;
@@ -1686,7 +1689,7 @@ kp_err kp_journal_events(kp_journal *j, int64_t since, kp_event *arr, size_t cap
 	*n = 0;
 	if (cap == 0)
 		return KP_OK;
-	sqlite3_stmt *st;
+	sqlite3_stmt *st = NULL;
 	TRY(stmt(j, ST_EVENTS, &st));
 	int rc = bind_i64(st, 1, since) | bind_i64(st, 2, limit_of(cap));
 	if (rc != SQLITE_OK) {
