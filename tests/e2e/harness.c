@@ -258,8 +258,10 @@ int w_sim(kp_world *w, const char *json_line, char *out, size_t cap)
 		close(fd);
 		return -1;
 	}
-	size_t len = strlen(json_line);
-	if (write(fd, json_line, len) != (ssize_t)len || write(fd, "\n", 1) != 1) {
+	/* One write: a line split over two writes waits on Nagle and delayed ACK. */
+	char line[4096];
+	int len = snprintf(line, sizeof(line), "%s\n", json_line);
+	if (len < 0 || (size_t)len >= sizeof(line) || write(fd, line, (size_t)len) != len) {
 		close(fd);
 		return -1;
 	}
