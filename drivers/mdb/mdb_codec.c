@@ -167,6 +167,21 @@ kp_mdb_dec kp_mdb_decode(const uint16_t *words, size_t n, kp_mdb_cmd *out)
 	return KP_MDB_DEC_OK;
 }
 
+int kp_mdb_block_len(const uint16_t *words, size_t n)
+{
+	if (!words || n == 0)
+		return 0;
+	if (!(words[0] & KP_MDB_MODE))
+		return 1;
+	uint8_t cmd = (uint8_t)words[0];
+	if ((cmd & 0xF8) != KP_MDB_ADDR)
+		return -1;
+	if (has_subcommands(cmd) && n < 2)
+		return 0;
+	const struct cmddef *d = find_cmd(cmd, n >= 2 ? (uint8_t)words[1] : 0);
+	return d && d->len > 0 ? d->len : -1;
+}
+
 const char *kp_mdb_dec_name(kp_mdb_dec d)
 {
 	static const char *const names[] = {

@@ -86,6 +86,14 @@ typedef enum kp_mdb_dec {
  * from the frame (the transport delimits it by the inter-byte gap). */
 kp_mdb_dec kp_mdb_decode(const uint16_t *words, size_t n, kp_mdb_cmd *out);
 
+/* How long the block that starts at words[0] is, for a transport that cuts a
+ * byte stream into frames: > 0 its length in words (CHK included) once known;
+ * 0 when more words are needed to tell (the subcommand has not come yet);
+ * -1 when only the inter-byte gap or the next block start can end it (level
+ * 2/3 and unknown commands, blocks for other addresses). A first word without
+ * the mode bit is a lone ACK/RET/NAK (or a stray byte): 1. */
+int kp_mdb_block_len(const uint16_t *words, size_t n);
+
 /* "ok", "bad_chk", ...; never NULL. */
 const char *kp_mdb_dec_name(kp_mdb_dec d);
 /* "RESET", "VEND REQUEST", ...; never NULL. */

@@ -4,13 +4,15 @@
  * reply to it; a recv() with no send() since the last block is silence. */
 #include "mdb_sim.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "mdb_codec.h"
 
 #define NON_RESPONSE_MS 5000 /* silence this long: the VMC resets the reader */
-#define VEND_TIMEOUT_MS 90000 /* Z7 of the default reader: then VEND CANCEL */
+#define VEND_TIMEOUT_MS 90000 /* Z7 until READER CONFIG tells it: then VEND CANCEL */
 
 enum vstate {
 	VS_RESET,       /* send RESET */
@@ -23,6 +25,7 @@ enum vstate {
 	VS_SESSION,     /* session open: VEND REQUEST if selected, else poll */
 	VS_VEND_WAIT,   /* poll for VEND APPROVED / DENIED */
 	VS_VEND_CANCEL, /* no answer within Z7: VEND CANCEL */
+	VS_DISPENSING,  /* approved, held: poll until told the outcome */
 	VS_OUTCOME,     /* VEND SUCCESS / FAILURE */
 	VS_COMPLETE,    /* SESSION COMPLETE */
 	VS_END_WAIT,    /* poll for END SESSION */
@@ -40,9 +43,36 @@ struct kp_mdb_sim {
 	bool ack_due;      /* the device sent data: the next frame is our ACK */
 	int64_t last_reply_ms;
 	int64_t vend_since_ms;
+	int64_t vend_timeout_ms;  /* Z7 */
+	int64_t non_response_ms;
 	bool have_sel, sel_ok;
 	uint16_t sel_price, sel_item;
+	kp_mdb_sim_dispense sel_dispense;
+	bool sel_repeat, repeated;
+	bool requested;    /* the selection's VEND REQUEST was ACKed */
+	bool cancel_req;   /* send VEND CANCEL next */
+	bool release_req;  /* a held selection: report the outcome next */
+	kp_mdb_sim_trace_fn trace_fn;
+	void *trace_arg;
 };
+
+static void trace(kp_mdb_sim *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void trace(kp_mdb_sim *s, const char *fmt, ...)
+{
+	if (!s->trace_fn)
+		return;
+	char line[160];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	s->trace_fn(s->trace_arg, line);
+}
+
+static int64_t sim_now(const kp_mdb_sim *s)
+{
+	return s->env->mono_ms(s->env->ctx);
+}
 
 static bool roll(kp_mdb_sim *s, unsigned permille)
 {
@@ -71,6 +101,7 @@ static void next_block(kp_mdb_sim *s)
 		static const uint8_t b[] = {0x10};
 		block(s, b, sizeof(b));
 		s->stats.resets++;
+		trace(s, "RESET");
 		return;
 	}
 	case VS_SETUP: {
@@ -100,15 +131,30 @@ static void next_block(kp_mdb_sim *s)
 			uint8_t b[] = {0x13, 0x00, (uint8_t)(s->sel_price >> 8), (uint8_t)s->sel_price,
 				       (uint8_t)(s->sel_item >> 8), (uint8_t)s->sel_item};
 			block(s, b, sizeof(b));
+			trace(s, "VEND REQUEST price %u item %u", (unsigned)s->sel_price, (unsigned)s->sel_item);
 			return;
 		}
 		block(s, poll, sizeof(poll));
 		return;
-	case VS_VEND_WAIT:
-		if (s->env->mono_ms(s->env->ctx) - s->vend_since_ms >= VEND_TIMEOUT_MS) {
+	case VS_VEND_WAIT: {
+		bool z7 = sim_now(s) - s->vend_since_ms >= s->vend_timeout_ms;
+		if (z7 || s->cancel_req) {
 			s->vs = VS_VEND_CANCEL;
+			s->cancel_req = false;
+			s->stats.vend_cancels++;
 			static const uint8_t b[] = {0x13, 0x01};
 			block(s, b, sizeof(b));
+			trace(s, "VEND CANCEL (%s)", z7 ? "no answer within Z7" : "customer");
+			return;
+		}
+		block(s, poll, sizeof(poll));
+		return;
+	}
+	case VS_DISPENSING:
+		if (s->release_req) {
+			s->release_req = false;
+			s->vs = VS_OUTCOME;
+			next_block(s);
 			return;
 		}
 		block(s, poll, sizeof(poll));
@@ -126,10 +172,13 @@ static void next_block(kp_mdb_sim *s)
 			static const uint8_t b[] = {0x13, 0x03};
 			block(s, b, sizeof(b));
 		}
+		trace(s, "%s item %u%s", s->sel_ok ? "VEND SUCCESS" : "VEND FAILURE", (unsigned)s->sel_item,
+		      s->repeated ? " (again)" : "");
 		return;
 	case VS_COMPLETE: {
 		static const uint8_t b[] = {0x13, 0x04};
 		block(s, b, sizeof(b));
+		trace(s, "SESSION COMPLETE");
 		return;
 	}
 	case VS_JUST_RESET:
@@ -143,7 +192,23 @@ static void next_block(kp_mdb_sim *s)
 static void selection_done(kp_mdb_sim *s)
 {
 	s->have_sel = false;
+	s->requested = false;
+	s->repeated = false;
+	s->cancel_req = s->release_req = false;
 	s->stats.selections_done++;
+}
+
+/* The VMC starts over (silence, or 0B): a selection it already asked to vend
+ * is dropped (the customer gets their credit back from the VMC). */
+static void vmc_reset(kp_mdb_sim *s, const char *why)
+{
+	if (s->have_sel && s->requested) {
+		s->stats.aborted++;
+		selection_done(s);
+		trace(s, "selection aborted by the reset");
+	}
+	trace(s, "resetting the reader: %s", why);
+	s->vs = VS_RESET;
 }
 
 /* The device answered the block in s->last with a lone ACK (data == NULL) or
@@ -165,15 +230,26 @@ static void on_reply(kp_mdb_sim *s, const uint8_t *data)
 		case VS_SESSION:
 			if (cmd == 0x13) {
 				s->stats.vend_requests++;
-				s->vend_since_ms = s->env->mono_ms(s->env->ctx);
+				s->requested = true;
+				s->vend_since_ms = sim_now(s);
 				s->vs = VS_VEND_WAIT;
 			}
 			break;
 		case VS_VEND_CANCEL:
-			s->vend_since_ms = s->env->mono_ms(s->env->ctx);
-			s->vs = VS_VEND_WAIT; /* now 06 must come */
+			if (cmd == 0x13) {
+				s->vend_since_ms = sim_now(s);
+				s->vs = VS_VEND_WAIT; /* now 06 must come */
+			}
 			break;
 		case VS_OUTCOME:
+			if (cmd != 0x13)
+				break;
+			if (s->sel_repeat && !s->repeated) {
+				/* as if this ACK was lost: the same block once more */
+				s->repeated = true;
+				s->stats.outcomes_repeated++;
+				break;
+			}
 			if (s->sel_ok) {
 				s->stats.dispensed++;
 				s->stats.dispensed_value += s->sel_price;
@@ -195,33 +271,53 @@ static void on_reply(kp_mdb_sim *s, const uint8_t *data)
 	s->ack_due = true;
 	switch (data[0]) {
 	case 0x00: /* JUST RESET: the reader was reset, set it up again */
+		trace(s, "JUST RESET");
+		if (s->have_sel && s->requested) {
+			s->stats.aborted++;
+			selection_done(s);
+			trace(s, "selection aborted by the reader's reset");
+		}
 		s->vs = VS_SETUP;
 		break;
 	case 0x01:
 		if (s->vs == VS_SETUP) {
 			s->stats.setups++;
+			s->vend_timeout_ms = (int64_t)data[6] * 1000; /* Z7 */
+			trace(s, "READER CONFIG level %u country %02X%02X decimals %u Z7 %u s", data[1], data[2],
+			      data[3], data[5], data[6]);
 			s->vs = VS_PRICES;
 		}
 		break;
 	case 0x03:
 		if (s->vs == VS_IDLE) {
 			s->stats.sessions++;
+			uint16_t funds = (uint16_t)(data[1] << 8 | data[2]);
+			if (funds == 0xFFFF)
+				trace(s, "BEGIN SESSION funds unknown");
+			else
+				trace(s, "BEGIN SESSION funds %u", (unsigned)funds);
 			s->vs = VS_SESSION;
 		}
 		break;
 	case 0x04:
-		if (s->vs == VS_SESSION)
+		if (s->vs == VS_SESSION) {
+			s->stats.session_cancels++;
+			trace(s, "SESSION CANCEL REQUEST");
 			s->vs = VS_COMPLETE;
+		}
 		break;
 	case 0x05:
 		if (s->vs == VS_VEND_WAIT || s->vs == VS_VEND_CANCEL) {
 			s->stats.approved++;
-			s->vs = VS_OUTCOME;
+			s->stats.last_approved = (unsigned)(data[1] << 8 | data[2]);
+			trace(s, "VEND APPROVED %u", s->stats.last_approved);
+			s->vs = s->sel_dispense == KP_MDB_SIM_DISPENSE_HOLD ? VS_DISPENSING : VS_OUTCOME;
 		}
 		break;
 	case 0x06:
 		if (s->vs == VS_VEND_WAIT || s->vs == VS_VEND_CANCEL) {
 			s->stats.denied++;
+			trace(s, "VEND DENIED");
 			selection_done(s);
 			s->vs = VS_COMPLETE;
 		}
@@ -229,16 +325,20 @@ static void on_reply(kp_mdb_sim *s, const uint8_t *data)
 	case 0x07:
 		if (s->vs == VS_END_WAIT) {
 			s->stats.sessions_ended++;
+			trace(s, "END SESSION");
 			s->vs = VS_IDLE;
 		}
 		break;
 	case 0x09:
-		if (s->vs == VS_ID)
+		if (s->vs == VS_ID) {
+			trace(s, "PERIPHERAL ID");
 			s->vs = VS_ENABLE;
+		}
 		break;
 	case 0x0B:
 		s->stats.out_of_sequence++;
-		s->vs = VS_RESET;
+		trace(s, "CMD OUT OF SEQUENCE");
+		vmc_reset(s, "out of sequence");
 		break;
 	default: /* 08 CANCELLED and others: ACK, nothing to do */
 		break;
@@ -262,8 +362,8 @@ static kp_err sim_recv(void *impl, uint16_t *words, size_t cap, size_t *n)
 	}
 	if (s->waiting) {
 		s->stats.retries++;
-		if (now - s->last_reply_ms >= NON_RESPONSE_MS) {
-			s->vs = VS_RESET;
+		if (now - s->last_reply_ms >= s->non_response_ms) {
+			vmc_reset(s, "no response");
 			s->last_reply_ms = now;
 			next_block(s);
 		}
@@ -337,6 +437,8 @@ kp_err kp_mdb_sim_new(kp_mdb_sim **out, const kp_env *env, uint64_t seed)
 	s->rng = seed ? seed : UINT64_C(0x9E3779B97F4A7C15);
 	s->vs = VS_RESET;
 	s->last_reply_ms = env->mono_ms(env->ctx);
+	s->vend_timeout_ms = VEND_TIMEOUT_MS;
+	s->non_response_ms = NON_RESPONSE_MS;
 	*out = s;
 	return KP_OK;
 }
@@ -359,15 +461,71 @@ void kp_mdb_sim_set_faults(kp_mdb_sim *sim, const kp_mdb_sim_faults *faults)
 
 kp_err kp_mdb_sim_select(kp_mdb_sim *sim, uint16_t price, uint16_t item, bool dispense_ok)
 {
-	if (!sim)
+	kp_mdb_sim_selection sel = {.price = price, .item = item,
+				    .dispense = dispense_ok ? KP_MDB_SIM_DISPENSE_OK : KP_MDB_SIM_DISPENSE_FAIL};
+	return kp_mdb_sim_select_ex(sim, &sel);
+}
+
+kp_err kp_mdb_sim_select_ex(kp_mdb_sim *sim, const kp_mdb_sim_selection *sel)
+{
+	if (!sim || !sel || (unsigned)sel->dispense > KP_MDB_SIM_DISPENSE_HOLD)
 		return KP_ERR_INVALID;
 	if (sim->have_sel)
 		return KP_ERR_BUSY;
 	sim->have_sel = true;
-	sim->sel_price = price;
-	sim->sel_item = item;
-	sim->sel_ok = dispense_ok;
+	sim->requested = sim->repeated = sim->cancel_req = sim->release_req = false;
+	sim->sel_price = sel->price;
+	sim->sel_item = sel->item;
+	sim->sel_dispense = sel->dispense;
+	sim->sel_ok = sel->dispense != KP_MDB_SIM_DISPENSE_FAIL;
+	sim->sel_repeat = sel->repeat_outcome;
 	return KP_OK;
+}
+
+kp_err kp_mdb_sim_dispense_now(kp_mdb_sim *sim, bool ok)
+{
+	if (!sim)
+		return KP_ERR_INVALID;
+	if (sim->vs != VS_DISPENSING || sim->release_req)
+		return KP_ERR_STATE;
+	sim->sel_ok = ok;
+	sim->release_req = true;
+	return KP_OK;
+}
+
+kp_err kp_mdb_sim_cancel(kp_mdb_sim *sim)
+{
+	if (!sim)
+		return KP_ERR_INVALID;
+	if (sim->vs != VS_VEND_WAIT || sim->cancel_req)
+		return KP_ERR_STATE;
+	sim->cancel_req = true;
+	return KP_OK;
+}
+
+const char *kp_mdb_sim_state_name(const kp_mdb_sim *sim)
+{
+	static const char *const names[] = {
+		[VS_RESET] = "reset",         [VS_JUST_RESET] = "just_reset", [VS_SETUP] = "setup",
+		[VS_PRICES] = "prices",       [VS_ID] = "id",                 [VS_ENABLE] = "enable",
+		[VS_IDLE] = "idle",           [VS_SESSION] = "session",       [VS_VEND_WAIT] = "vend_wait",
+		[VS_VEND_CANCEL] = "vend_cancel", [VS_DISPENSING] = "dispensing", [VS_OUTCOME] = "outcome",
+		[VS_COMPLETE] = "complete",   [VS_END_WAIT] = "end_wait",
+	};
+	if ((unsigned)sim->vs >= sizeof(names) / sizeof(names[0]))
+		return "?";
+	return names[sim->vs];
+}
+
+void kp_mdb_sim_set_non_response(kp_mdb_sim *sim, int64_t ms)
+{
+	sim->non_response_ms = ms > 0 ? ms : NON_RESPONSE_MS;
+}
+
+void kp_mdb_sim_set_trace(kp_mdb_sim *sim, kp_mdb_sim_trace_fn fn, void *arg)
+{
+	sim->trace_fn = fn;
+	sim->trace_arg = arg;
 }
 
 bool kp_mdb_sim_has_selection(const kp_mdb_sim *sim)

@@ -1,6 +1,6 @@
 /* mdb_transport.h — how MDB frames reach the cashless device: one ops table
- * per backend (mdb_sim.c: an in-process VMC; mdb_serial.c, later: the bus
- * adapter). The daemon loop is: recv a frame, kp_mdb_device_receive(), do the
+ * per backend (mdb_sim.c: an in-process VMC; mdb_serial.c: a serial port or a
+ * pty). The daemon loop is: recv a frame, kp_mdb_device_receive(), do the
  * action and commit it, then send the reply (if any). */
 #ifndef KP_MDB_TRANSPORT_H
 #define KP_MDB_TRANSPORT_H
@@ -18,8 +18,13 @@ typedef struct kp_mdb_transport_ops {
 	kp_err (*recv)(void *impl, uint16_t *words, size_t cap, size_t *n);
 	/* Put our reply to the frame last received on the bus. */
 	kp_err (*send)(void *impl, const uint16_t *words, size_t n);
-	/* A file descriptor to poll for input, or -1 for in-process backends. */
+	/* A file descriptor to poll for input, or -1 for in-process backends
+	 * (and while a serial port is closed, waiting to be opened again). */
 	int (*fd)(void *impl);
+	/* Monotonic ms at which recv should be called even without input (a
+	 * partial frame's inter-byte gap runs out, a reopen is due); 0 = none.
+	 * May be NULL. */
+	int64_t (*deadline)(void *impl);
 	/* Release the backend; safe on NULL. */
 	void (*close)(void *impl);
 } kp_mdb_transport_ops;
@@ -43,6 +48,11 @@ static inline kp_err kp_mdb_transport_send(const kp_mdb_transport *t, const uint
 static inline int kp_mdb_transport_fd(const kp_mdb_transport *t)
 {
 	return t->ops->fd(t->impl);
+}
+
+static inline int64_t kp_mdb_transport_deadline(const kp_mdb_transport *t)
+{
+	return t->ops->deadline ? t->ops->deadline(t->impl) : 0;
 }
 
 static inline void kp_mdb_transport_close(kp_mdb_transport *t)

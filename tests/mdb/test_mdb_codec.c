@@ -187,6 +187,48 @@ static void test_decode_limits(void **state)
 	assert_int_equal(kp_mdb_decode(NULL, 0, &c), KP_MDB_DEC_SHORT);
 }
 
+/* Where a transport may cut the stream: the block length as soon as the
+ * words so far tell it. */
+static const struct {
+	const char *words;
+	int len;
+} block_lens[] = {
+	{"", 0},
+	{"00", 1},                 /* lone ACK */
+	{"AA", 1},                 /* lone RET */
+	{"55", 1},                 /* stray byte: complete, and broken */
+	{"10*", 2},                /* RESET */
+	{"12*", 2},                /* POLL */
+	{"11*", 0},                /* SETUP: which one? */
+	{"11* 00", 7},
+	{"11* 01", 7},
+	{"13* 00", 7},             /* VEND REQUEST */
+	{"13* 01", 3},
+	{"13* 02", 5},
+	{"13* 04", 3},
+	{"14* 01", 3},
+	{"17* 00", 32},            /* EXPANSION REQUEST ID */
+	{"13* 06", -1},            /* level 3: the gap ends it */
+	{"17* FF", -1},            /* maker diagnostics */
+	{"13* 09", -1},            /* no such subcommand */
+	{"16*", -1},               /* no such command */
+	{"08* 08", -1},            /* coin changer */
+	{"30*", -1},               /* bill validator */
+};
+
+static void test_block_len(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof(block_lens) / sizeof(block_lens[0]); i++) {
+		uint16_t w[8];
+		size_t n = words_or_fail(block_lens[i].words, w, 8);
+		int got = kp_mdb_block_len(w, n);
+		if (got != block_lens[i].len)
+			fail_msg("\"%s\": %d, want %d", block_lens[i].words, got, block_lens[i].len);
+	}
+	assert_int_equal(kp_mdb_block_len(NULL, 3), 0);
+}
+
 /* ---- encoding ---- */
 
 static void assert_frame(const kp_mdb_frame *f, const char *want)
@@ -322,6 +364,7 @@ int main(void)
 		cmocka_unit_test(test_decode_expansion_id),
 		cmocka_unit_test(test_decode_bad),
 		cmocka_unit_test(test_decode_limits),
+		cmocka_unit_test(test_block_len),
 		cmocka_unit_test(test_encode_vectors),
 		cmocka_unit_test(test_encode_rejects),
 		cmocka_unit_test(test_encode_checksums),
