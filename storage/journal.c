@@ -138,6 +138,8 @@ struct kp_journal {
 	const kp_env *env;
 	bool readonly;
 	int depth; /* kp_journal_begin() nesting; 0 = no outer transaction */
+	bool pending_rollback; /* a ROLLBACK failed: retry before anything else */
+	kp_err pending_err;    /* why it failed */
 	char path[PATH_MAX];
 	char errmsg[ERRMSG_SIZE];
 	sqlite3_stmt *st[ST__COUNT];
@@ -537,6 +539,71 @@ static const char *cause_of(const char *cause, char *buf)
 
 /* ---------- transactions ---------- */
 
+/* Transactions. depth counts kp_journal_begin() levels: level 1 is BEGIN
+ * IMMEDIATE, deeper levels and typed writes inside a group are savepoints.
+ * When a savepoint cannot be undone, the whole transaction is rolled back
+ * instead (the group is lost, and its commit says so). When even ROLLBACK
+ * fails (memory ran out), it is retried at the start of every later call, and
+ * until it succeeds the handle answers only errors: nothing ever reads, joins
+ * or commits half a group. */
+
+static void rollback_all(kp_journal *j)
+{
+	if (sqlite3_get_autocommit(j->db)) {
+		j->pending_rollback = false;
+		return;
+	}
+	char keep[ERRMSG_SIZE];
+	memcpy(keep, j->errmsg, sizeof(keep));
+	kp_err err = KP_OK;
+	for (int i = 0; i < 2 && !sqlite3_get_autocommit(j->db); i++)
+		err = exec_st(j, ST_ROLLBACK);
+	if (!sqlite3_get_autocommit(j->db)) {
+		if (!j->pending_rollback)
+			kp_log_error(j->env, "journal %s: ROLLBACK failed (%s); retried on the next call",
+				     j->path, j->errmsg);
+		j->pending_rollback = true;
+		j->pending_err = err == KP_OK ? KP_ERR_IO : err;
+	} else {
+		j->pending_rollback = false;
+	}
+	memcpy(j->errmsg, keep, sizeof(keep));
+}
+
+/* At the start of every call: finish a ROLLBACK that failed before. */
+static kp_err heal(kp_journal *j)
+{
+	if (!j->pending_rollback)
+		return KP_OK;
+	rollback_all(j);
+	if (!j->pending_rollback) {
+		kp_log_warn(j->env, "journal %s: the pending ROLLBACK is done", j->path);
+		return KP_OK;
+	}
+	set_msg(j, "journal %s: a failed transaction is not rolled back yet", j->path);
+	return j->pending_err;
+}
+
+/* Undo and drop the innermost savepoint; failing that, end the transaction. */
+static void savepoint_undo(kp_journal *j)
+{
+	char keep[ERRMSG_SIZE];
+	memcpy(keep, j->errmsg, sizeof(keep));
+	if (exec_st(j, ST_ROLLBACK_TO) != KP_OK || exec_st(j, ST_RELEASE) != KP_OK)
+		rollback_all(j);
+	memcpy(j->errmsg, keep, sizeof(keep));
+}
+
+/* Keep and drop the innermost savepoint; failing that, end the transaction
+ * (the savepoint stack would no longer match the levels). */
+static kp_err savepoint_release(kp_journal *j)
+{
+	kp_err err = exec_st(j, ST_RELEASE);
+	if (err != KP_OK)
+		rollback_all(j);
+	return err;
+}
+
 /* A typed write: its own transaction, or a savepoint inside the caller's. */
 struct wtx {
 	bool own;
@@ -549,27 +616,18 @@ static kp_err wtx_begin(kp_journal *j, struct wtx *t)
 		set_msg(j, "journal %s is open read-only", j->path);
 		return KP_ERR_READONLY;
 	}
+	TRY(heal(j));
 	if (j->depth == 0) {
 		t->own = true;
 		return exec_st(j, ST_BEGIN);
 	}
 	if (sqlite3_get_autocommit(j->db)) {
-		/* SQLite already ended the outer transaction (I/O error, ...):
-		 * writing now would commit on its own, outside the caller's group. */
-		set_msg(j, "the outer transaction was rolled back by SQLite; roll back");
+		/* The group's transaction is gone (an error inside it): writing
+		 * now would commit on its own, outside the caller's group. */
+		set_msg(j, "the group's transaction was rolled back; roll back the group");
 		return KP_ERR_STATE;
 	}
 	return exec_st(j, ST_SAVEPOINT);
-}
-
-static void rollback_all(kp_journal *j)
-{
-	if (!sqlite3_get_autocommit(j->db)) {
-		char keep[ERRMSG_SIZE];
-		memcpy(keep, j->errmsg, sizeof(keep));
-		(void)exec_st(j, ST_ROLLBACK);
-		memcpy(j->errmsg, keep, sizeof(keep));
-	}
 }
 
 /* COMMIT; on failure nothing is kept. */
@@ -601,34 +659,22 @@ static kp_err wtx_end(kp_journal *j, struct wtx *t, kp_err err, unsigned fp)
 		rollback_all(j);
 		return err;
 	}
-	if (sqlite3_get_autocommit(j->db))
+	if (sqlite3_get_autocommit(j->db)) /* the group is already gone */
 		return err == KP_OK ? KP_ERR_IO : err;
-	char keep[ERRMSG_SIZE];
-	memcpy(keep, j->errmsg, sizeof(keep));
-	if (err != KP_OK)
-		(void)exec_st(j, ST_ROLLBACK_TO);
-	kp_err rerr = exec_st(j, ST_RELEASE);
 	if (err != KP_OK) {
-		memcpy(j->errmsg, keep, sizeof(keep));
+		savepoint_undo(j);
 		return err;
 	}
-	return rerr;
+	return savepoint_release(j);
 }
 
 /* End a typed write that wrote nothing, keeping the error message. */
 static void wtx_abandon(kp_journal *j, struct wtx *t)
 {
-	if (t->own) {
+	if (t->own)
 		rollback_all(j);
-		return;
-	}
-	if (sqlite3_get_autocommit(j->db))
-		return;
-	char keep[ERRMSG_SIZE];
-	memcpy(keep, j->errmsg, sizeof(keep));
-	(void)exec_st(j, ST_ROLLBACK_TO);
-	(void)exec_st(j, ST_RELEASE);
-	memcpy(j->errmsg, keep, sizeof(keep));
+	else if (!sqlite3_get_autocommit(j->db))
+		savepoint_undo(j);
 }
 
 kp_err kp_journal_begin(kp_journal *j)
@@ -639,11 +685,12 @@ kp_err kp_journal_begin(kp_journal *j)
 		set_msg(j, "journal %s is open read-only", j->path);
 		return KP_ERR_READONLY;
 	}
+	TRY(heal(j));
 	kp_err err;
 	if (j->depth == 0) {
 		err = exec_st(j, ST_BEGIN);
 	} else if (sqlite3_get_autocommit(j->db)) {
-		set_msg(j, "the outer transaction was rolled back by SQLite; roll back");
+		set_msg(j, "the group's transaction was rolled back; roll back the group");
 		err = KP_ERR_STATE;
 	} else {
 		err = exec_st(j, ST_SAVEPOINT);
@@ -661,19 +708,14 @@ kp_err kp_journal_commit(kp_journal *j)
 		set_msg(j, "commit without begin");
 		return KP_ERR_STATE;
 	}
+	j->depth--; /* this level ends, whatever happens below */
+	TRY(heal(j));
 	if (sqlite3_get_autocommit(j->db)) {
-		/* SQLite rolled the whole transaction back under us. */
-		j->depth = 0;
-		set_msg(j, "the transaction was rolled back by SQLite before commit");
+		set_msg(j, "the group's transaction was rolled back before its commit");
 		return KP_ERR_IO;
 	}
-	if (j->depth > 1) {
-		kp_err err = exec_st(j, ST_RELEASE);
-		if (err == KP_OK)
-			j->depth--;
-		return err;
-	}
-	j->depth = 0;
+	if (j->depth > 0)
+		return savepoint_release(j);
 	if (KP_FAILPOINT(FP_COMMIT)) {
 		set_msg(j, "failpoint %d fired before commit", FP_COMMIT);
 		rollback_all(j);
@@ -686,19 +728,13 @@ void kp_journal_rollback(kp_journal *j)
 {
 	if (!j || j->depth == 0)
 		return;
-	if (j->depth > 1 && !sqlite3_get_autocommit(j->db)) {
-		(void)exec_st(j, ST_ROLLBACK_TO);
-		(void)exec_st(j, ST_RELEASE);
-		j->depth--;
+	j->depth--;
+	if (j->depth > 0) {
+		if (!sqlite3_get_autocommit(j->db))
+			savepoint_undo(j);
 		return;
 	}
-	/* The outermost level, or SQLite already ended the transaction: every
-	 * level is gone, and the callers above see it on their own commit. */
 	rollback_all(j);
-	if (j->depth > 1)
-		j->depth--;
-	else
-		j->depth = 0;
 }
 
 static kp_err event_add(kp_journal *j, int64_t at, const char *kind, const char *record_id,
@@ -988,6 +1024,12 @@ static kp_err open_db(kp_journal *j, const kp_journal_opts *o)
 		sqlite3_wal_autocheckpoint(j->db, o->wal_autocheckpoint);
 	if (version < KP_SCHEMA_LATEST)
 		TRY(migrate(j));
+	/* Prepare the transaction statements now: a rollback must not need
+	 * memory (to prepare itself) when memory is what just ran out. */
+	for (int id = ST_BEGIN; id <= ST_ROLLBACK_TO; id++) {
+		sqlite3_stmt *ts = NULL;
+		TRY(stmt(j, (enum st)id, &ts));
+	}
 	sqlite3_db_config(j->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 0, NULL);
 	return KP_OK;
 }
@@ -1046,7 +1088,7 @@ void kp_journal_close(kp_journal *j)
 {
 	if (!j)
 		return;
-	if (j->db && j->depth > 0)
+	if (j->db && (j->depth > 0 || j->pending_rollback))
 		rollback_all(j);
 	for (int i = 0; i < ST__COUNT; i++)
 		sqlite3_finalize(j->st[i]);
@@ -1073,6 +1115,7 @@ kp_err kp_journal_order_get(kp_journal *j, const char *order_id, kp_order *out)
 {
 	if (!j || !out || !id_ok(order_id))
 		return KP_ERR_INVALID;
+	TRY(heal(j));
 	return order_get(j, ST_ORDER_GET, order_id, out);
 }
 
@@ -1209,6 +1252,7 @@ kp_err kp_journal_attempt_get(kp_journal *j, const char *attempt_id, kp_attempt 
 {
 	if (!j || !out || !id_ok(attempt_id))
 		return KP_ERR_INVALID;
+	TRY(heal(j));
 	return attempt_get(j, ST_ATTEMPT_GET, attempt_id, out);
 }
 
@@ -1216,6 +1260,7 @@ kp_err kp_journal_attempt_live(kp_journal *j, const char *order_id, kp_attempt *
 {
 	if (!j || !out || !id_ok(order_id))
 		return KP_ERR_INVALID;
+	TRY(heal(j));
 	return attempt_get(j, ST_ATTEMPT_LIVE, order_id, out);
 }
 
@@ -1341,6 +1386,7 @@ kp_err kp_journal_attempts_of_order(kp_journal *j, const char *order_id, kp_atte
 {
 	if (!j || !n || (!arr && cap) || !id_ok(order_id))
 		return KP_ERR_INVALID;
+	TRY(heal(j));
 	*n = 0;
 	if (cap == 0)
 		return KP_OK;
@@ -1400,6 +1446,7 @@ kp_err kp_journal_confirmation_get(kp_journal *j, const char *host_txn, kp_confi
 {
 	if (!j || !out || !id_ok(host_txn))
 		return KP_ERR_INVALID;
+	TRY(heal(j));
 	sqlite3_stmt *st = NULL;
 	TRY(stmt(j, ST_CONF_GET, &st));
 	int rc = bind_text(st, 1, host_txn);
@@ -1428,6 +1475,7 @@ kp_err kp_journal_refund_get(kp_journal *j, const char *refund_id, kp_refund *ou
 {
 	if (!j || !out || !id_ok(refund_id))
 		return KP_ERR_INVALID;
+	TRY(heal(j));
 	return refund_get(j, refund_id, out);
 }
 
@@ -1535,6 +1583,7 @@ kp_err kp_journal_refunds_of_order(kp_journal *j, const char *order_id, kp_refun
 {
 	if (!j || !n || (!arr && cap) || !id_ok(order_id))
 		return KP_ERR_INVALID;
+	TRY(heal(j));
 	*n = 0;
 	if (cap == 0)
 		return KP_OK;
@@ -1569,6 +1618,7 @@ kp_err kp_journal_due_attempts(kp_journal *j, int64_t due_before, size_t limit, 
 {
 	if (!j || !fn)
 		return KP_ERR_INVALID;
+	TRY(heal(j));
 	void *arr;
 	size_t n;
 	TRY(due_rows(j, ST_DUE_ATTEMPTS, due_before, limit, row_attempt, sizeof(kp_attempt), &arr, &n));
@@ -1584,6 +1634,7 @@ kp_err kp_journal_due_refunds(kp_journal *j, int64_t due_before, size_t limit, k
 {
 	if (!j || !fn)
 		return KP_ERR_INVALID;
+	TRY(heal(j));
 	void *arr;
 	size_t n;
 	TRY(due_rows(j, ST_DUE_REFUNDS, due_before, limit, row_refund, sizeof(kp_refund), &arr, &n));
@@ -1598,6 +1649,7 @@ static kp_err order_walk(kp_journal *j, enum st id, int64_t t, size_t limit, kp_
 {
 	if (!j || !fn)
 		return KP_ERR_INVALID;
+	TRY(heal(j));
 	void *arr;
 	size_t n;
 	TRY(due_rows(j, id, t, limit, row_order, sizeof(kp_order), &arr, &n));
@@ -1655,6 +1707,7 @@ kp_err kp_journal_next_due(kp_journal *j, int64_t *at)
 {
 	if (!j || !at)
 		return KP_ERR_INVALID;
+	TRY(heal(j));
 	*at = 0;
 	sqlite3_stmt *st = NULL;
 	TRY(stmt(j, ST_NEXT_DUE, &st));
@@ -1686,6 +1739,7 @@ kp_err kp_journal_events(kp_journal *j, int64_t since, kp_event *arr, size_t cap
 {
 	if (!j || !n || (!arr && cap))
 		return KP_ERR_INVALID;
+	TRY(heal(j));
 	*n = 0;
 	if (cap == 0)
 		return KP_OK;
@@ -1757,6 +1811,7 @@ kp_err kp_journal_stats_get(kp_journal *j, kp_journal_stats *out)
 {
 	if (!j || !out)
 		return KP_ERR_INVALID;
+	TRY(heal(j));
 	memset(out, 0, sizeof(*out));
 	TRY(count_states(j, "SELECT state, count(*) FROM orders GROUP BY state", out->orders,
 			 KP_ORDER__COUNT, parse_order));
@@ -1835,6 +1890,7 @@ kp_err kp_journal_orders_each(kp_journal *j, kp_order_fn fn, void *arg)
 {
 	if (!j || !fn)
 		return KP_ERR_INVALID;
+	TRY(heal(j));
 	kp_order o;
 	struct walk_fn w = {.fn.order = fn, .call = call_order, .arg = arg};
 	return walk(j, "SELECT " ORDER_COLS " FROM orders ORDER BY created_at, order_id", NULL,
@@ -1845,6 +1901,7 @@ kp_err kp_journal_attempts_each(kp_journal *j, const char *order_id, kp_attempt_
 {
 	if (!j || !fn || (order_id && !id_ok(order_id)))
 		return KP_ERR_INVALID;
+	TRY(heal(j));
 	kp_attempt a;
 	struct walk_fn w = {.fn.attempt = fn, .call = call_attempt, .arg = arg};
 	return walk(j, order_id ? "SELECT " ATTEMPT_COLS " FROM attempts WHERE order_id=?1 "
@@ -1857,6 +1914,7 @@ kp_err kp_journal_refunds_each(kp_journal *j, const char *order_id, kp_refund_fn
 {
 	if (!j || !fn || (order_id && order_id[0] && !id_ok(order_id)))
 		return KP_ERR_INVALID;
+	TRY(heal(j));
 	const char *sql =
 		!order_id ? "SELECT " REFUND_COLS " FROM refunds ORDER BY created_at, refund_id"
 		: !order_id[0] ? "SELECT " REFUND_COLS " FROM refunds WHERE order_id IS NULL "
@@ -1872,6 +1930,7 @@ kp_err kp_journal_confirmations_each(kp_journal *j, kp_confirmation_fn fn, void 
 {
 	if (!j || !fn)
 		return KP_ERR_INVALID;
+	TRY(heal(j));
 	kp_confirmation c;
 	struct walk_fn w = {.fn.conf = fn, .call = call_conf, .arg = arg};
 	return walk(j, "SELECT " CONF_COLS " FROM confirmations ORDER BY received_at, seq, host_txn",
@@ -1977,6 +2036,7 @@ kp_err kp_journal_check(kp_journal *j, kp_problem_fn fn, void *arg)
 {
 	if (!j)
 		return KP_ERR_INVALID;
+	TRY(heal(j));
 	struct problems p = {.fn = fn, .arg = arg};
 	kp_err err = each_row(j, "PRAGMA integrity_check", &p, "integrity", NULL);
 	if (err != KP_OK) {
