@@ -79,7 +79,7 @@ static const char migration_1[] =
 	"CREATE INDEX refunds_due ON refunds(next_check_at) WHERE state IN ('pending','sent');\n"
 
 	"CREATE TABLE events (\n"
-	"  seq        INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+	"  seq        INTEGER PRIMARY KEY, /* max+1: strictly increasing, rows are never deleted */\n"
 	"  at         INTEGER NOT NULL,\n"
 	"  kind       TEXT NOT NULL CHECK (kind IN ('order','attempt','refund','confirmation')),\n"
 	"  record_id  TEXT NOT NULL CHECK (" ID_OK("record_id") "),\n"

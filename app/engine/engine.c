@@ -39,15 +39,36 @@ struct pay_op {
 	void *arg;
 };
 
+/* A request or notification held back until the reconciler's batch commits. */
+struct deferred {
+	bool is_request;
+	enum req_kind kind;
+	kp_host_msg msg;
+	char id[KP_ID_SIZE];     /* record id (request) or order id (notification) */
+};
+
 struct kp_engine {
 	kp_engine_config cfg;
 	kp_engine_deps d;
 	kp_engine_stats stats;
 	struct pay_op *pays;
 	bool link_up;
+	/* The reconciler writes a batch of records in one transaction (one fsync
+	 * instead of one per record); what it would tell the host or observers
+	 * waits here until that commit. */
+	bool batching;
+	struct deferred *held;
+	size_t nheld, capheld;
+	/* Earliest wall time anything scheduled is due; 0 = look now. */
+	int64_t next_due;
 };
 
 /* ---------- small helpers ---------- */
+
+static void copy_id(char *dst, size_t cap, const char *src)
+{
+	snprintf(dst, cap, "%s", src ? src : "");
+}
 
 void kp_engine_config_defaults(kp_engine_config *cfg)
 {
@@ -81,10 +102,34 @@ static int64_t backoff(int64_t min, int64_t max, int64_t tries)
 	return v < max ? v : max;
 }
 
+/* Keep d for after the batch's commit; false if out of memory. */
+static bool hold(kp_engine *e, const struct deferred *d)
+{
+	if (e->nheld == e->capheld) {
+		size_t cap = e->capheld ? e->capheld * 2 : 64;
+		struct deferred *n = realloc(e->held, cap * sizeof(*n));
+		if (!n)
+			return false;
+		e->held = n;
+		e->capheld = cap;
+	}
+	e->held[e->nheld++] = *d;
+	return true;
+}
+
 static void notify(kp_engine *e, const char *order_id)
 {
-	if (e->d.on_change && order_id && *order_id)
-		e->d.on_change(e->d.on_change_arg, order_id);
+	if (!e->d.on_change || !order_id || !*order_id)
+		return;
+	if (e->batching) {
+		struct deferred d = {.is_request = false};
+		copy_id(d.id, sizeof(d.id), order_id);
+		if (hold(e, &d))
+			return;
+		/* out of memory: an observer misses a notification, the state is safe */
+		return;
+	}
+	e->d.on_change(e->d.on_change_arg, order_id);
 }
 
 static bool host_up(const kp_engine *e)
@@ -105,9 +150,29 @@ static bool channel_valid(const char *c)
 	return true;
 }
 
-static void copy_id(char *dst, size_t cap, const char *src)
+
+/* The reconciler looks again no later than `at` (0: nothing scheduled). */
+static void wake_at(kp_engine *e, int64_t at)
 {
-	snprintf(dst, cap, "%s", src ? src : "");
+	if (at > 0 && at < e->next_due)
+		e->next_due = at;
+}
+
+/* Journal moves that also keep the reconciler's next look early enough. */
+static kp_err attempt_move(kp_engine *e, const char *attempt_id, const kp_attempt_move *m)
+{
+	kp_err err = kp_journal_attempt_move(e->d.journal, attempt_id, m);
+	if (err == KP_OK)
+		wake_at(e, m->next_check_at);
+	return err;
+}
+
+static kp_err refund_move(kp_engine *e, const char *refund_id, const kp_refund_move *m)
+{
+	kp_err err = kp_journal_refund_move(e->d.journal, refund_id, m);
+	if (err == KP_OK)
+		wake_at(e, m->next_check_at);
+	return err;
 }
 
 /* ---------- host requests ---------- */
@@ -120,6 +185,12 @@ static kp_err send_req(kp_engine *e, enum req_kind kind, const kp_host_msg *req,
 {
 	if (!host_up(e))
 		return KP_ERR_DISCONNECTED;
+	if (e->batching && !pay) {
+		/* Sent after the batch commits: the host hears nothing uncommitted. */
+		struct deferred d = {.is_request = true, .kind = kind, .msg = *req};
+		copy_id(d.id, sizeof(d.id), id);
+		return hold(e, &d) ? KP_OK : KP_ERR_NOMEM;
+	}
 	struct req_ctx *ctx = calloc(1, sizeof(*ctx));
 	if (!ctx)
 		return KP_ERR_NOMEM;
@@ -230,6 +301,8 @@ static void pay_start_attempt(kp_engine *e, struct pay_op *op)
 	};
 	kp_attempt a;
 	err = kp_journal_attempt_begin(e->d.journal, &req, &a);
+	if (err == KP_OK)
+		wake_at(e, req.next_check_at);
 	if (err != KP_OK) {
 		kp_log_warn(e->d.env, "order %s: cannot begin attempt: %s", op->order_id, kp_strerror(err));
 		pay_finish(e, op, err);
@@ -247,7 +320,7 @@ static void pay_start_attempt(kp_engine *e, struct pay_op *op)
 		.from = KP_ATTEMPT_PAYING, .to = KP_ATTEMPT_FAILED, .now = now_wall(e),
 		.cause = "host link down before create_payment",
 	};
-	kp_err merr = kp_journal_attempt_move(e->d.journal, a.attempt_id, &m);
+	kp_err merr = attempt_move(e, a.attempt_id, &m);
 	if (merr != KP_OK)
 		kp_log_error(e->d.env, "attempt %s: cannot fail unsent attempt: %s (reconciler will cancel it)",
 			     a.attempt_id, kp_strerror(merr));
@@ -318,7 +391,7 @@ kp_err kp_engine_pay(kp_engine *e, const char *order_id, const char *channel, kp
 			.next_check_at = now + e->cfg.request_timeout_ms,
 			.cause = "customer switched channel",
 		};
-		err = kp_journal_attempt_move(e->d.journal, live.attempt_id, &m);
+		err = attempt_move(e, live.attempt_id, &m);
 		if (err != KP_OK) {
 			pay_finish(e, op, err);
 			return KP_OK;
@@ -350,6 +423,7 @@ static kp_err refund_create_in_txn(kp_engine *e, const char *order_id, const cha
 	};
 	err = kp_journal_refund_create(e->d.journal, &r, out);
 	if (err == KP_OK) {
+		wake_at(e, r.next_check_at);
 		e->stats.refunds_created++;
 		kp_log_warn(e->d.env, "refund %s created for host_txn %s (%s, %lld)", out->refund_id,
 			    host_txn, kp_refund_reason_str(reason), (long long)amount);
@@ -425,20 +499,20 @@ static kp_err success_in_txn(kp_engine *e, const kp_attempt *a, const char *host
 		/* created -> succeeded is not a move of the machine: pass through paying. */
 		kp_attempt_move p = {.from = KP_ATTEMPT_CREATED, .to = KP_ATTEMPT_PAYING, .now = now,
 				     .next_check_at = now, .cause = cause};
-		err = kp_journal_attempt_move(e->d.journal, a->attempt_id, &p);
+		err = attempt_move(e, a->attempt_id, &p);
 		if (err != KP_OK)
 			return err;
 		m.from = KP_ATTEMPT_PAYING;
 	}
 	if (keep) {
 		m.to = KP_ATTEMPT_SUCCEEDED;
-		err = kp_journal_attempt_move(e->d.journal, a->attempt_id, &m);
+		err = attempt_move(e, a->attempt_id, &m);
 		if (err != KP_OK)
 			return err;
 		return kp_journal_order_move(e->d.journal, o.order_id, KP_ORDER_PENDING, KP_ORDER_PAID, now, cause);
 	}
 	m.to = KP_ATTEMPT_REFUNDING;
-	err = kp_journal_attempt_move(e->d.journal, a->attempt_id, &m);
+	err = attempt_move(e, a->attempt_id, &m);
 	if (err != KP_OK)
 		return err;
 	err = refund_create_in_txn(e, a->order_id, a->attempt_id, host_txn, amount, reason, refund);
@@ -476,7 +550,7 @@ static void apply_payment(kp_engine *e, const char *attempt_id, const kp_host_ms
 		if (!kp_attempt_state_live(a.state) && a.state != KP_ATTEMPT_UNRESOLVED)
 			return;
 		m.to = p->status[0] == 'f' ? KP_ATTEMPT_FAILED : KP_ATTEMPT_CANCELED;
-		err = kp_journal_attempt_move(e->d.journal, a.attempt_id, &m);
+		err = attempt_move(e, a.attempt_id, &m);
 	} else if (strcmp(p->status, "pending") == 0) {
 		if (!kp_attempt_state_live(a.state))
 			return;
@@ -489,7 +563,7 @@ static void apply_payment(kp_engine *e, const char *attempt_id, const kp_host_ms
 		m.next_check_at = now + (a.state == KP_ATTEMPT_CANCELING
 			? backoff(e->cfg.query_backoff_min_ms, e->cfg.query_backoff_max_ms, a.tries)
 			: e->cfg.query_every_ms);
-		err = kp_journal_attempt_move(e->d.journal, a.attempt_id, &m);
+		err = attempt_move(e, a.attempt_id, &m);
 	} else if (strcmp(p->status, "unknown") == 0) {
 		/* The host never saw it: cancel, which leaves a tombstone so a late
 		 * create_payment with this id can never capture. */
@@ -499,7 +573,7 @@ static void apply_payment(kp_engine *e, const char *attempt_id, const kp_host_ms
 			if (a.state == KP_ATTEMPT_CREATED) {
 				kp_attempt_move c = {.from = KP_ATTEMPT_CREATED, .to = KP_ATTEMPT_PAYING,
 						     .now = now, .next_check_at = now, .cause = cause};
-				err = kp_journal_attempt_move(e->d.journal, a.attempt_id, &c);
+				err = attempt_move(e, a.attempt_id, &c);
 				if (err != KP_OK)
 					goto out;
 				a.state = KP_ATTEMPT_PAYING;
@@ -508,7 +582,7 @@ static void apply_payment(kp_engine *e, const char *attempt_id, const kp_host_ms
 			m.to = KP_ATTEMPT_CANCELING;
 			m.next_check_at = now + e->cfg.request_timeout_ms;
 			m.cause = "host does not know the attempt";
-			err = kp_journal_attempt_move(e->d.journal, a.attempt_id, &m);
+			err = attempt_move(e, a.attempt_id, &m);
 			if (err != KP_OK)
 				goto out;
 		}
@@ -558,7 +632,7 @@ static void apply_payment_error(kp_engine *e, const char *attempt_id, enum req_k
 		m.next_check_at = now_wall(e) + backoff(e->cfg.query_backoff_min_ms,
 							e->cfg.query_backoff_max_ms, a.tries);
 	}
-	kp_err err = kp_journal_attempt_move(e->d.journal, attempt_id, &m);
+	kp_err err = attempt_move(e, attempt_id, &m);
 	if (err != KP_OK)
 		kp_log_error(e->d.env, "attempt %s: %s", attempt_id, kp_strerror(err));
 	else
@@ -592,7 +666,7 @@ static void apply_refund(kp_engine *e, const char *refund_id, kp_err err, const 
 	}
 	kp_err werr = kp_journal_begin(e->d.journal);
 	if (werr == KP_OK)
-		werr = kp_journal_refund_move(e->d.journal, refund_id, &m);
+		werr = refund_move(e, refund_id, &m);
 	if (werr == KP_OK && final && rf.attempt_id[0]) {
 		kp_attempt a;
 		if (kp_journal_attempt_get(e->d.journal, rf.attempt_id, &a) == KP_OK &&
@@ -602,7 +676,7 @@ static void apply_refund(kp_engine *e, const char *refund_id, kp_err err, const 
 				.to = m.to == KP_REFUND_REFUNDED ? KP_ATTEMPT_REFUNDED : KP_ATTEMPT_REFUND_REJECTED,
 				.now = now, .cause = m.cause,
 			};
-			werr = kp_journal_attempt_move(e->d.journal, rf.attempt_id, &am);
+			werr = attempt_move(e, rf.attempt_id, &am);
 		}
 	}
 	if (werr == KP_OK)
@@ -697,7 +771,7 @@ void kp_engine_on_confirm(kp_engine *e, const kp_host_msg *c)
 	} else if (known && (kp_attempt_state_live(a.state) || a.state == KP_ATTEMPT_UNRESOLVED)) {
 		kp_attempt_move m = {.from = a.state, .to = KP_ATTEMPT_FAILED, .now = now_wall(e),
 				     .cause = "confirm failed"};
-		err = kp_journal_attempt_move(e->d.journal, a.attempt_id, &m);
+		err = attempt_move(e, a.attempt_id, &m);
 	}
 	if (err == KP_OK && KP_FAILPOINT(60))
 		err = KP_ERR_FAILPOINT;
@@ -738,11 +812,11 @@ static void refund_step(kp_engine *e, const kp_refund *r)
 		m.to = r->state;
 		m.count_try = false;
 		m.next_check_at = now + e->cfg.refund_retry_ms;
-		if (kp_journal_refund_move(e->d.journal, r->refund_id, &m) != KP_OK)
+		if (refund_move(e, r->refund_id, &m) != KP_OK)
 			kp_log_error(e->d.env, "refund %s: cannot reschedule", r->refund_id);
 		return;
 	}
-	kp_err err = kp_journal_refund_move(e->d.journal, r->refund_id, &m);
+	kp_err err = refund_move(e, r->refund_id, &m);
 	if (err != KP_OK) {
 		kp_log_error(e->d.env, "refund %s: cannot mark sent: %s", r->refund_id, kp_strerror(err));
 		return;
@@ -763,15 +837,37 @@ static void refund_step(kp_engine *e, const kp_refund *r)
 
 static kp_err due_refund(void *arg, const kp_refund *r)
 {
-	refund_step(arg, r);
+	kp_engine *e = arg;
+	size_t held = e->nheld;
+	if (kp_journal_begin(e->d.journal) != KP_OK)
+		return KP_OK;
+	refund_step(e, r);
+	if (kp_journal_commit(e->d.journal) != KP_OK)
+		e->nheld = held; /* its savepoint is gone: so is what it would have said */
 	return KP_OK;
 }
 
 /* ---------- attempts on the timer ---------- */
 
+static kp_err due_attempt_step(kp_engine *e, const kp_attempt *a);
+
+/* One due attempt inside the reconciler's batch, in its own savepoint. */
 static kp_err due_attempt(void *arg, const kp_attempt *a)
 {
 	kp_engine *e = arg;
+	size_t held = e->nheld;
+	if (kp_journal_begin(e->d.journal) != KP_OK)
+		return KP_OK;
+	if (due_attempt_step(e, a) == KP_OK && kp_journal_commit(e->d.journal) == KP_OK)
+		return KP_OK;
+	kp_journal_rollback(e->d.journal);
+	e->nheld = held;
+	kp_log_error(e->d.env, "attempt %s: reconciler step failed; retried next time", a->attempt_id);
+	return KP_OK;
+}
+
+static kp_err due_attempt_step(kp_engine *e, const kp_attempt *a)
+{
 	int64_t now = now_wall(e);
 	int64_t age = now - a->created_at;
 	kp_attempt_move m = {.from = a->state, .to = a->state, .now = now, .count_try = true};
@@ -806,10 +902,10 @@ static kp_err due_attempt(void *arg, const kp_attempt *a)
 		kp_attempt_move p = {.from = KP_ATTEMPT_CREATED, .to = KP_ATTEMPT_PAYING, .now = now,
 				     .next_check_at = now, .cause = "replay"};
 		if (err == KP_OK)
-			err = kp_journal_attempt_move(e->d.journal, a->attempt_id, &p);
+			err = attempt_move(e, a->attempt_id, &p);
 		m.from = KP_ATTEMPT_PAYING;
 		if (err == KP_OK)
-			err = kp_journal_attempt_move(e->d.journal, a->attempt_id, &m);
+			err = attempt_move(e, a->attempt_id, &m);
 		if (err == KP_OK)
 			err = kp_journal_commit(e->d.journal);
 		else
@@ -817,7 +913,7 @@ static kp_err due_attempt(void *arg, const kp_attempt *a)
 		if (err != KP_OK)
 			return err;
 	} else {
-		kp_err err = kp_journal_attempt_move(e->d.journal, a->attempt_id, &m);
+		kp_err err = attempt_move(e, a->attempt_id, &m);
 		if (err != KP_OK) {
 			kp_log_error(e->d.env, "attempt %s: cannot reschedule: %s", a->attempt_id, kp_strerror(err));
 			return KP_OK; /* look at the others */
@@ -932,11 +1028,11 @@ kp_err kp_engine_cancel(kp_engine *e, const char *order_id, kp_order *out)
 		if (live.state == KP_ATTEMPT_CREATED) {
 			kp_attempt_move p = {.from = KP_ATTEMPT_CREATED, .to = KP_ATTEMPT_PAYING,
 					     .now = now, .next_check_at = now, .cause = "order canceled"};
-			err = kp_journal_attempt_move(e->d.journal, live.attempt_id, &p);
+			err = attempt_move(e, live.attempt_id, &p);
 			m.from = KP_ATTEMPT_PAYING;
 		}
 		if (err == KP_OK)
-			err = kp_journal_attempt_move(e->d.journal, live.attempt_id, &m);
+			err = attempt_move(e, live.attempt_id, &m);
 	}
 	if (err == KP_OK)
 		err = kp_journal_commit(e->d.journal);
@@ -984,7 +1080,7 @@ static kp_err fail_and_refund(kp_engine *e, const kp_order *o, kp_refund_reason 
 	err = kp_journal_order_move(e->d.journal, o->order_id, KP_ORDER_PAID, KP_ORDER_FULFILL_FAILED, now, cause);
 	kp_attempt_move m = {.from = KP_ATTEMPT_SUCCEEDED, .to = KP_ATTEMPT_REFUNDING, .now = now, .cause = cause};
 	if (err == KP_OK)
-		err = kp_journal_attempt_move(e->d.journal, a.attempt_id, &m);
+		err = attempt_move(e, a.attempt_id, &m);
 	if (err == KP_OK)
 		err = refund_create_in_txn(e, o->order_id, a.attempt_id, a.host_txn, a.amount, reason, refund);
 	if (err == KP_OK)
@@ -1046,12 +1142,14 @@ void kp_engine_free(kp_engine *e)
 		if (op->stage != PAY_DONE)
 			pay_finish(e, op, KP_ERR_UNAVAILABLE);
 	pay_flush(e);
+	free(e->held);
 	free(e);
 }
 
 void kp_engine_set_config(kp_engine *e, const kp_engine_config *cfg)
 {
 	e->cfg = *cfg;
+	e->next_due = 0;
 }
 
 void kp_engine_on_link(kp_engine *e, bool up)
@@ -1065,6 +1163,7 @@ void kp_engine_on_link(kp_engine *e, bool up)
 kp_err kp_engine_reconcile_now(kp_engine *e)
 {
 	int64_t n = 0;
+	e->next_due = 0;
 	return kp_journal_make_all_due(e->d.journal, now_wall(e), &n);
 }
 
@@ -1092,34 +1191,71 @@ kp_err kp_engine_recover(kp_engine *e, int64_t *found)
 	kp_err err = kp_journal_paid_unfulfilled(e->d.journal, now, 0, power_cut, e);
 	if (err != KP_OK)
 		return err;
+	e->next_due = 0;
 	return kp_journal_make_all_due(e->d.journal, now, found);
+}
+
+/* Send and tell what the committed batch held back. */
+static void release_held(kp_engine *e)
+{
+	for (size_t i = 0; i < e->nheld; i++) {
+		struct deferred *d = &e->held[i];
+		if (!d->is_request) {
+			notify(e, d->id);
+			continue;
+		}
+		kp_err err = send_req(e, d->kind, &d->msg, d->id, NULL);
+		if (err != KP_OK)
+			kp_log_debug(e->d.env, "%s %s not sent: %s (retried when due)",
+				     kp_host_op_str(d->msg.op), d->id, kp_strerror(err));
+	}
+	e->nheld = 0;
 }
 
 int64_t kp_engine_tick(kp_engine *e)
 {
 	int64_t now = now_wall(e);
 	pay_flush(e);
+	if (e->next_due > now)
+		return e->next_due; /* nothing scheduled is due: the hot path costs nothing */
+
+	/* One transaction for the whole batch; each record in its own savepoint. */
+	kp_err err = kp_journal_begin(e->d.journal);
+	if (err != KP_OK) {
+		kp_log_error(e->d.env, "reconciler: %s", kp_strerror(err));
+		return now + TICK_MAX_MS;
+	}
+	e->batching = true;
 	if (host_up(e)) {
-		kp_err err = kp_journal_due_refunds(e->d.journal, now, DUE_BATCH, due_refund, e);
+		err = kp_journal_due_refunds(e->d.journal, now, DUE_BATCH, due_refund, e);
 		if (err != KP_OK)
 			kp_log_error(e->d.env, "reconciler: refunds: %s", kp_strerror(err));
 	}
 	/* Attempts move on the timer even with the host down (pay window -> canceling). */
-	kp_err err = kp_journal_due_attempts(e->d.journal, now, DUE_BATCH, due_attempt, e);
+	err = kp_journal_due_attempts(e->d.journal, now, DUE_BATCH, due_attempt, e);
 	if (err != KP_OK)
 		kp_log_error(e->d.env, "reconciler: attempts: %s", kp_strerror(err));
 	err = kp_journal_expired_orders(e->d.journal, now, DUE_BATCH, expire_order, e);
 	if (err != KP_OK)
 		kp_log_error(e->d.env, "reconciler: orders: %s", kp_strerror(err));
+	e->batching = false;
+	err = kp_journal_commit(e->d.journal);
+	if (err != KP_OK) {
+		kp_log_error(e->d.env, "reconciler: batch not committed: %s", kp_strerror(err));
+		e->nheld = 0; /* nothing of it happened */
+	}
+	release_held(e);
 	pay_flush(e);
 
 	/* Work already due means another tick at once, unless it is waiting for
-	 * the host (refunds are not sent while it is down): then no busy loop. */
+	 * the host (refunds are not sent while it is down): then no busy loop.
+	 * Order expiry is not scheduled, so look at least every TICK_MAX_MS. */
 	int64_t next = 0;
 	if (kp_journal_next_due(e->d.journal, &next) != KP_OK || next == 0 || next > now + TICK_MAX_MS)
 		next = now + TICK_MAX_MS;
 	else if (next <= now && !host_up(e))
 		next = now + TICK_MAX_MS;
+	e->next_due = next;
 	return next;
 }
 
