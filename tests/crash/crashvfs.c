@@ -26,9 +26,9 @@
 /* A sector with writes since the last sync of its file. */
 struct sect {
 	int64_t idx;       /* offset / sector */
-	uint32_t lo, hi;   /* bytes written since the sync: [lo, hi) within the sector */
 	uint32_t pre_len;  /* bytes of the pre-image that existed (below the synced size) */
-	uint8_t *pre;      /* the synced content of the sector, pre_len bytes */
+	uint8_t *pre;      /* the synced content of the sector (sector bytes), then a
+			    * bitmap of the bytes written since the sync (sector / 8) */
 };
 
 /* What is remembered of one file (by path; survives close until a sync or delete). */
@@ -280,11 +280,10 @@ static int sect_capture(struct fstate *f, sqlite3_file *real, int64_t idx, struc
 	int64_t off = idx * (int64_t)S;
 	int64_t have = f->synced_size - off;
 	uint32_t pre_len = have <= 0 ? 0 : have >= (int64_t)S ? S : (uint32_t)have;
-	uint8_t *pre = NULL;
+	uint8_t *pre = calloc(1, S + S / 8);
+	if (!pre)
+		return SQLITE_NOMEM;
 	if (pre_len) {
-		pre = malloc(pre_len);
-		if (!pre)
-			return SQLITE_NOMEM;
 		int rc = real->pMethods->xRead(real, pre, (int)pre_len, off);
 		if (rc != SQLITE_OK && rc != SQLITE_IOERR_SHORT_READ) {
 			free(pre);
@@ -292,7 +291,7 @@ static int sect_capture(struct fstate *f, sqlite3_file *real, int64_t idx, struc
 		}
 	}
 	x = &f->sects[f->n];
-	*x = (struct sect){.idx = idx, .lo = S, .hi = 0, .pre_len = pre_len, .pre = pre};
+	*x = (struct sect){.idx = idx, .pre_len = pre_len, .pre = pre};
 	size_t s = slot_of(f, idx);
 	while (f->slots[s])
 		s = (s + 1) & (f->nslots - 1);
@@ -317,10 +316,9 @@ static int capture_range(struct fstate *f, sqlite3_file *real, int64_t off, int6
 			uint32_t lo = (uint32_t)(off > base ? off - base : 0);
 			int64_t e = off + len - base;
 			uint32_t hi = e >= (int64_t)S ? S : (uint32_t)e;
-			if (lo < x->lo)
-				x->lo = lo;
-			if (hi > x->hi)
-				x->hi = hi;
+			uint8_t *bits = x->pre + S;
+			for (uint32_t b = lo; b < hi; b++)
+				bits[b / 8] |= (uint8_t)(1u << (b % 8));
 		}
 	}
 	return SQLITE_OK;
@@ -355,7 +353,7 @@ static int pwrite_all(int fd, const uint8_t *buf, size_t len, int64_t off)
 static int apply_file(struct fstate *f, struct tally *t)
 {
 	unsigned S = sector_size();
-	int fd = open(f->path, O_WRONLY | O_CLOEXEC);
+	int fd = open(f->path, O_RDWR | O_CLOEXEC);
 	if (fd < 0)
 		return errno == ENOENT ? 0 : -1;
 	struct stat sb;
@@ -396,23 +394,32 @@ static int apply_file(struct fstate *f, struct tally *t)
 			continue;
 		}
 		t->garbled++;
+		if (getenv("KP_CRASHVFS_DEBUG"))
+			fprintf(stderr, "crashvfs: %s: sector %lld garbled\n", f->path, (long long)x->idx);
 		/* Power-safe overwrite: only the bytes written can be damaged;
 		 * without it, the whole sector can. */
-		uint32_t lo = g.cfg.psow ? x->lo : 0, hi = g.cfg.psow ? x->hi : S;
-		if (hi > lim)
-			hi = (uint32_t)lim;
-		if (lo >= hi)
+		ssize_t got = pread(fd, buf, (size_t)lim, (off_t)base);
+		if (got < 0) {
+			rc = -1;
 			continue;
-		for (uint32_t k = lo; k < hi; k += 8) {
-			uint64_t r = rnd();
-			uint32_t m = hi - k < 8 ? hi - k : 8;
-			memcpy(buf + k, &r, m);
 		}
-		rc = pwrite_all(fd, buf + lo, hi - lo, base + lo);
+		if (got < lim)
+			memset(buf + got, 0, (size_t)(lim - got));
+		const uint8_t *bits = x->pre + S;
+		for (uint32_t k = 0; k < (uint32_t)lim; k += 8) {
+			uint64_t r = rnd();
+			for (uint32_t b = k; b < k + 8 && b < (uint32_t)lim; b++)
+				if (!g.cfg.psow || (bits[b / 8] >> (b % 8)) & 1)
+					buf[b] = (uint8_t)(r >> (8 * (b - k)));
+		}
+		rc = pwrite_all(fd, buf, (size_t)lim, base);
 	}
 	if (rc == 0 && ftruncate(fd, (off_t)final) != 0)
 		rc = -1;
 	close(fd);
+	if (getenv("KP_CRASHVFS_DEBUG"))
+		fprintf(stderr, "crashvfs: %s: synced %lld, now %lld, left %lld; %zu unsynced sectors\n",
+			f->path, (long long)f->synced_size, (long long)cur, (long long)final, f->n);
 	return rc;
 }
 
@@ -775,7 +782,8 @@ static int cv_delete(sqlite3_vfs *vfs, const char *name, int dir_sync)
 			f->synced_size = 0;
 		}
 	}
-	return g.real->xDelete(g.real, name, dir_sync);
+	/* The directory sync is a durability step too: simulated unless real_sync. */
+	return g.real->xDelete(g.real, name, g.cfg.real_sync ? dir_sync : 0);
 }
 
 static int cv_access(sqlite3_vfs *vfs, const char *name, int flags, int *out)

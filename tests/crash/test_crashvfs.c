@@ -244,12 +244,14 @@ static void test_garbage_psow(void **state)
 			sqlite3_file *file = vopen(f->path);
 			vwrite(file, 0, 'O', SECT);
 			vsync(file);
-			vwrite(file, 100, 'N', 100); /* bytes 100..199 only */
+			vwrite(file, 100, 'N', 100); /* bytes 100..199 and 300..349 only */
+			vwrite(file, 300, 'N', 50);
 			vclose(file);
 			assert_int_equal(kp_crashvfs_simulate(), KP_OK);
 			uint8_t buf[SECT];
 			assert_int_equal(disk(f->path, buf, sizeof(buf)), SECT);
-			bool outside = !all(buf, 100, 'O') || !all(buf + 200, SECT - 200, 'O');
+			bool outside = !all(buf, 100, 'O') || !all(buf + 200, 100, 'O') ||
+				       !all(buf + 350, SECT - 350, 'O');
 			bool inside_ok = all(buf + 100, 100, 'N') || all(buf + 100, 100, 'O');
 			if (!inside_ok)
 				garbled++;

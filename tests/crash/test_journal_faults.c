@@ -117,8 +117,6 @@ struct ctx {
 	kp_journal *j;
 	kp_journal *other;  /* a second handle on the same file (a concurrent writer) */
 	int64_t now;
-	bool tolerate_wedge; /* KP_KNOWN_BUGS contains journal-rollback-oom */
-	unsigned wedged;    /* a failed rollback left a transaction open on the handle */
 	unsigned ambiguous; /* error returned, yet the change is there after a reopen */
 };
 
@@ -161,8 +159,6 @@ static int setup(void **state)
 	if (kp_journal_open_ex(&c->j, c->path, 0, &c->env, &o) != KP_OK ||
 	    kp_journal_open_ex(&c->other, c->path, 0, &c->env, &o) != KP_OK)
 		return -1;
-	const char *known = getenv("KP_KNOWN_BUGS");
-	c->tolerate_wedge = known && strstr(known, "journal-rollback-oom");
 	*state = c;
 	return 0;
 }
@@ -411,22 +407,6 @@ static void countdown(struct ctx *c, const struct op_case *op, enum fault f, boo
 		uint64_t fired = fault_disarm(f);
 		ls->iterations++;
 		enum done d = op->state(c, &x);
-		if (d == MIXED && c->tolerate_wedge) {
-			/* Known bug (KP_KNOWN_BUGS=journal-rollback-oom): the
-			 * rollback could not run, the handle still holds the half
-			 * group. Nothing of it is on disk: checked after a reopen. */
-			printf("  KNOWN BUG: %s under %s N=%llu: %s; rollback failed, transaction left open\n",
-			       op->name, fault_names[f], (unsigned long long)n, kp_strerror(err));
-			c->wedged++;
-			reopen(c);
-			check_journal(c);
-			assert_int_equal(op->state(c, &x), NOT_DONE);
-			assert_int_equal(op->run(c, &x), KP_OK);
-			assert_int_equal(op->state(c, &x), DONE);
-			if (!fired)
-				return;
-			continue;
-		}
 		if (d == MIXED)
 			fail_msg("%s under %s N=%llu: half of a group kept (err %s)", op->name,
 				 fault_names[f], (unsigned long long)n, kp_strerror(err));
