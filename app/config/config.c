@@ -22,14 +22,16 @@ enum kind {
 	K_ADDR,     /* "host:port" */
 	K_ID,       /* 1..64 of [A-Za-z0-9_-] */
 	K_CURRENCY, /* three upper-case letters */
+	K_CHOICE,   /* one of the key's choices */
 	K_DURATION, /* int64 ms */
 	K_INT,      /* int64 */
 	K_POLICY,   /* kp_power_cut_policy */
 	K_LOGLEVEL, /* kp_log_level */
+	K_LINE,     /* kp_config_line: "none", "N" or "N active_low" */
 };
 
 /* The kinds stored as a string in the struct. */
-#define IS_STRING(kind) ((kind) <= K_CURRENCY)
+#define IS_STRING(kind) ((kind) <= K_CHOICE)
 
 #define F_REQUIRED 1u  /* must never be empty */
 #define F_HOST 2u      /* must be set when KP_CONFIG_NEED_HOST */
@@ -42,13 +44,21 @@ struct keydef {
 	size_t off;
 	size_t cap; /* strings: buffer size */
 	int64_t min, max;
+	const char *const *choices; /* K_CHOICE: NULL-terminated */
 };
 
 #define FSIZE(field) sizeof(((kp_config *)0)->field)
 #define STRKEY(sec, k, kind, flags, field) \
-	{sec, k, kind, flags, offsetof(kp_config, field), FSIZE(field), 0, 0}
+	{sec, k, kind, flags, offsetof(kp_config, field), FSIZE(field), 0, 0, NULL}
 #define NUMKEY(sec, k, kind, field, lo, hi) \
-	{sec, k, kind, 0, offsetof(kp_config, field), FSIZE(field), lo, hi}
+	{sec, k, kind, 0, offsetof(kp_config, field), FSIZE(field), lo, hi, NULL}
+#define CHOICEKEY(sec, k, field, list) \
+	{sec, k, K_CHOICE, F_REQUIRED, offsetof(kp_config, field), FSIZE(field), 0, 0, list}
+
+#define LINE_MAX_OFFSET 1023 /* GPIO line offsets on one chip */
+
+static const char *const framings[] = {"parity", "pair", NULL};
+static const char *const bauds[] = {"9600", "19200", "38400", "57600", "115200", NULL};
 
 /* In dump order. */
 static const struct keydef keys[] = {
@@ -78,10 +88,23 @@ static const struct keydef keys[] = {
 	NUMKEY("payment", "refund_retry_max", K_DURATION, payment.refund_retry_max_ms, 1, DURATION_MAX),
 	NUMKEY("payment", "power_cut_policy", K_POLICY, payment.power_cut_policy, 0, 0),
 	NUMKEY("log", "level", K_LOGLEVEL, log.level, 0, 0),
+	STRKEY("mdb", "device", K_PATH, F_REQUIRED, mdb.device),
+	CHOICEKEY("mdb", "framing", mdb.framing, framings),
+	CHOICEKEY("mdb", "baud", mdb.baud, bauds),
+	NUMKEY("mdb", "patience", K_DURATION, mdb.patience_ms, MS_PER_S, 240 * MS_PER_S),
+	NUMKEY("mdb", "session_idle", K_DURATION, mdb.session_idle_ms, MS_PER_S, MS_PER_H),
+	STRKEY("gpio", "chip", K_PATH, F_REQUIRED, gpio.chip),
+	NUMKEY("gpio", "power_fail", K_LINE, gpio.power_fail, -1, LINE_MAX_OFFSET),
+	NUMKEY("gpio", "vend_ok", K_LINE, gpio.vend_ok, -1, LINE_MAX_OFFSET),
+	NUMKEY("gpio", "vend_fail", K_LINE, gpio.vend_fail, -1, LINE_MAX_OFFSET),
+	NUMKEY("gpio", "debounce", K_DURATION, gpio.debounce_ms, 0, MS_PER_S),
+	STRKEY("watchdog", "device", K_PATH, F_REQUIRED, watchdog.device),
+	NUMKEY("watchdog", "timeout", K_DURATION, watchdog.timeout_ms, 2 * MS_PER_S, 10 * MS_PER_MIN),
 };
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 
-static const char *const sections[] = {"journal", "api", "host", "device", "payment", "log"};
+static const char *const sections[] = {"journal", "api", "host", "device", "payment", "log", "mdb", "gpio",
+				       "watchdog"};
 
 static const char *const policy_names[] = {
 	[KP_POWER_CUT_REFUND] = "refund",
@@ -100,6 +123,14 @@ static int64_t *fi64(kp_config *c, const struct keydef *d) { return (int64_t *)(
 static int64_t cfi64(const kp_config *c, const struct keydef *d)
 {
 	return *(const int64_t *)(const void *)((const char *)c + d->off);
+}
+static kp_config_line *fline(kp_config *c, const struct keydef *d)
+{
+	return (kp_config_line *)(void *)((char *)c + d->off);
+}
+static const kp_config_line *cfline(const kp_config *c, const struct keydef *d)
+{
+	return (const kp_config_line *)(const void *)((const char *)c + d->off);
 }
 
 /* Copy src into a buffer of cap bytes; false (and dst untouched) if it does not fit. */
@@ -135,6 +166,18 @@ void kp_config_defaults(kp_config *cfg)
 	cfg->payment.refund_retry_max_ms = 10 * MS_PER_MIN;
 	cfg->payment.power_cut_policy = KP_POWER_CUT_REFUND;
 	cfg->log.level = KP_LOG_INFO;
+	copy_str(cfg->mdb.device, sizeof(cfg->mdb.device), "none");
+	copy_str(cfg->mdb.framing, sizeof(cfg->mdb.framing), "parity");
+	copy_str(cfg->mdb.baud, sizeof(cfg->mdb.baud), "9600");
+	cfg->mdb.patience_ms = 60 * MS_PER_S;
+	cfg->mdb.session_idle_ms = 60 * MS_PER_S;
+	copy_str(cfg->gpio.chip, sizeof(cfg->gpio.chip), "none");
+	cfg->gpio.power_fail.offset = -1;
+	cfg->gpio.vend_ok.offset = -1;
+	cfg->gpio.vend_fail.offset = -1;
+	cfg->gpio.debounce_ms = 10;
+	copy_str(cfg->watchdog.device, sizeof(cfg->watchdog.device), "none");
+	cfg->watchdog.timeout_ms = 15 * MS_PER_S;
 }
 
 const char *kp_config_policy_name(kp_power_cut_policy p)
@@ -257,6 +300,16 @@ kp_err kp_config_host_server_name(const kp_config *cfg, char *out, size_t cap)
 	return rc == KP_ERR_INVALID ? KP_ERR_CONFIG : rc;
 }
 
+/* "want a, b or c" for a K_CHOICE key. */
+static void choices_text(const struct keydef *d, char *why, size_t cap)
+{
+	size_t used = (size_t)snprintf(why, cap, "want ");
+	for (const char *const *ch = d->choices; *ch && used < cap; ch++) {
+		const char *sep = ch == d->choices ? "" : ch[1] ? ", " : " or ";
+		used += (size_t)snprintf(why + used, cap - used, "%s%s", sep, *ch);
+	}
+}
+
 /* Why the value of d in c is not acceptable on its own, or NULL. Empty strings
  * pass here; the F_REQUIRED / F_HOST rules are checked by the callers. */
 static const char *check_value(const struct keydef *d, const kp_config *c, char *why, size_t cap)
@@ -286,6 +339,22 @@ static const char *check_value(const struct keydef *d, const kp_config *c, char 
 			    s[1] <= 'Z' && s[2] >= 'A' && s[2] <= 'Z'))
 			return "want three upper-case letters (ISO 4217), e.g. EUR";
 		return NULL;
+	case K_CHOICE:
+		for (const char *const *ch = d->choices; *s && *ch; ch++)
+			if (strcmp(*ch, s) == 0)
+				return NULL;
+		if (!*s)
+			return NULL;
+		choices_text(d, why, cap);
+		return why;
+	case K_LINE: {
+		int64_t off = cfline(c, d)->offset;
+		if (off < d->min || off > d->max) {
+			snprintf(why, cap, "want none or a line offset 0..%" PRId64 " (optionally \"active_low\")", d->max);
+			return why;
+		}
+		return NULL;
+	}
 	case K_POLICY:
 		if ((unsigned)c->payment.power_cut_policy >= sizeof(policy_names) / sizeof(policy_names[0]))
 			return "want refund or hold";
@@ -349,6 +418,30 @@ static const struct order_rule rules[] = {
 	RULE("[host] reconnect_min", host.reconnect_min_ms, "[host] reconnect_max", host.reconnect_max_ms, false),
 };
 
+/* The rules of [mdb] and [gpio] together; why not, or NULL. */
+static const char *check_devices(const kp_config *c)
+{
+	const kp_config_line *lines[] = {&c->gpio.power_fail, &c->gpio.vend_ok, &c->gpio.vend_fail};
+	int wired = 0;
+	for (size_t i = 0; i < 3; i++) {
+		if (lines[i]->offset < 0)
+			continue;
+		wired++;
+		for (size_t k = 0; k < i; k++)
+			if (lines[k]->offset == lines[i]->offset)
+				return "[gpio] the same line offset is given twice";
+	}
+	bool chip = strcmp(c->gpio.chip, "none") != 0;
+	if (chip && wired == 0)
+		return "[gpio] chip is set but no line (power_fail, vend_ok, vend_fail) is wired";
+	if (!chip && wired > 0)
+		return "[gpio] lines are wired but chip is none";
+	if (strcmp(c->mdb.device, "none") != 0 && (c->gpio.vend_ok.offset >= 0 || c->gpio.vend_fail.offset >= 0))
+		return "[gpio] vend_ok/vend_fail are for kiosks without MDB: the VMC reports the vend "
+		       "([mdb] device is set)";
+	return NULL;
+}
+
 kp_err kp_config_validate(const kp_config *cfg, unsigned flags, char *err, size_t errcap)
 {
 	if (!cfg) {
@@ -370,6 +463,11 @@ kp_err kp_config_validate(const kp_config *cfg, unsigned flags, char *err, size_
 			set_err(err, errcap, "%s: [%s] %s: %s", src, d->section, d->key, why);
 			return KP_ERR_CONFIG;
 		}
+	}
+	const char *why = check_devices(cfg);
+	if (why) {
+		set_err(err, errcap, "%s: %s", src, why);
+		return KP_ERR_CONFIG;
 	}
 	for (size_t i = 0; i < sizeof(rules) / sizeof(rules[0]); i++) {
 		const struct order_rule *r = &rules[i];
@@ -464,6 +562,7 @@ static const char *parse_value(const struct keydef *d, kp_config *c, const char 
 	case K_ADDR:
 	case K_ID:
 	case K_CURRENCY:
+	case K_CHOICE:
 		if (!copy_str(fstr(c, d), d->cap, value)) {
 			snprintf(why, cap, "value too long (at most %zu bytes)", d->cap - 1);
 			return why;
@@ -484,6 +583,26 @@ static const char *parse_value(const struct keydef *d, kp_config *c, const char 
 			bad = "not a plain integer";
 		if (bad) {
 			snprintf(why, cap, "bad number \"%s\": %s", value, bad);
+			return why;
+		}
+		break;
+	}
+	case K_LINE: {
+		kp_config_line *l = fline(c, d);
+		if (strcmp(value, "none") == 0) {
+			l->offset = -1;
+			l->active_low = false;
+			break;
+		}
+		const char *end = NULL;
+		const char *bad = parse_digits(value, &end, &l->offset);
+		l->active_low = false;
+		if (!bad && strcmp(end, " active_low") == 0)
+			l->active_low = true;
+		else if (!bad && *end != '\0')
+			bad = "want none, N or \"N active_low\"";
+		if (bad) {
+			snprintf(why, cap, "bad line \"%s\": %s", value, bad);
 			return why;
 		}
 		break;
@@ -637,7 +756,8 @@ void kp_config_dump(const kp_config *cfg, FILE *f)
 		case K_PATH:
 		case K_ADDR:
 		case K_ID:
-		case K_CURRENCY: {
+		case K_CURRENCY:
+		case K_CHOICE: {
 			const char *s = cfstr(cfg, d);
 			fprintf(f, "%s%s = %s\n", *s ? "" : "; ", d->key, *s ? s : "(not set)");
 			break;
@@ -655,6 +775,14 @@ void kp_config_dump(const kp_config *cfg, FILE *f)
 		case K_LOGLEVEL:
 			fprintf(f, "%s = %s\n", d->key, kp_config_log_level_name(cfg->log.level));
 			break;
+		case K_LINE: {
+			const kp_config_line *l = cfline(cfg, d);
+			if (l->offset < 0)
+				fprintf(f, "%s = none\n", d->key);
+			else
+				fprintf(f, "%s = %" PRId64 "%s\n", d->key, l->offset, l->active_low ? " active_low" : "");
+			break;
+		}
 		}
 	}
 }

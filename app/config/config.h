@@ -26,6 +26,12 @@ typedef enum kp_power_cut_policy {
 	KP_POWER_CUT_HOLD = 1,   /* keep it paid for a person to decide */
 } kp_power_cut_policy;
 
+/* One input line of [gpio]: its offset on the chip, or none. */
+typedef struct kp_config_line {
+	int64_t offset;  /* -1 = not wired */
+	bool active_low; /* written "17 active_low" */
+} kp_config_line;
+
 /* Every setting. Durations are int64 milliseconds (fields end in _ms);
  * amounts are minor units; strings are NUL-terminated, "" when not set. */
 typedef struct kp_config {
@@ -68,6 +74,24 @@ typedef struct kp_config {
 	struct {
 		kp_log_level level;
 	} log;
+	struct {
+		char device[KP_CONFIG_STR_MAX + 1]; /* "none", a serial port or pty, or "sim" (in-process VMC) */
+		char framing[8];                    /* "parity" (UART) or "pair" (pty, USB bridge) */
+		char baud[8];                       /* "9600" .. "115200" */
+		int64_t patience_ms;                /* a vend request unpaid this long is denied */
+		int64_t session_idle_ms;            /* an idle session is ended after this */
+	} mdb;
+	struct {
+		char chip[KP_CONFIG_STR_MAX + 1];   /* "none", "/dev/gpiochipN" or "sim:PATH" */
+		kp_config_line power_fail;
+		kp_config_line vend_ok;
+		kp_config_line vend_fail;
+		int64_t debounce_ms;
+	} gpio;
+	struct {
+		char device[KP_CONFIG_STR_MAX + 1]; /* "none", "/dev/watchdog" or "sim:PATH" */
+		int64_t timeout_ms;
+	} watchdog;
 } kp_config;
 
 /* Flags for kp_config_validate(). */
@@ -85,7 +109,8 @@ void kp_config_defaults(kp_config *cfg);
 kp_err kp_config_load(kp_config *out, const char *path, char *err, size_t errcap) KP_MUST_USE;
 
 /* Check the rules between settings (pay_margin < order_ttl, query_every <=
- * pay_window, min <= max of every backoff, ...) and each value's range; with
+ * pay_window, min <= max of every backoff, [gpio] lines wired to a chip and
+ * distinct, no GPIO vend outcome beside MDB, ...) and each value's range; with
  * KP_CONFIG_NEED_HOST also that what the host link needs is set. KP_OK or
  * KP_ERR_CONFIG with "SOURCE: why" in err. */
 kp_err kp_config_validate(const kp_config *cfg, unsigned flags, char *err, size_t errcap) KP_MUST_USE;

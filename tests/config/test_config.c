@@ -99,6 +99,7 @@ static void test_empty_and_comment_files_give_defaults(void **state)
 		"\n\n",
 		"; only a comment\n# another\n",
 		"[journal]\n[api]\n[host]\n[device]\n[payment]\n[log]\n",
+		"[mdb]\n[gpio]\n[watchdog]\n",
 		"\xef\xbb\xbf; a file with a UTF-8 BOM\n",
 	};
 	kp_config want;
@@ -144,6 +145,12 @@ static const struct good_num good_nums[] = {
 	{"[payment]\nquery_backoff_max = 1h\n", OFF(payment.query_backoff_max_ms), 3600000},
 	{"[payment]\nrefund_retry = 1s\n", OFF(payment.refund_retry_ms), 1000},
 	{"[payment]\nrefund_retry_max = 20min\n", OFF(payment.refund_retry_max_ms), 1200000},
+	{"[mdb]\npatience = 45s\n", OFF(mdb.patience_ms), 45000},
+	{"[mdb]\npatience = 4min\n", OFF(mdb.patience_ms), 240000},
+	{"[mdb]\nsession_idle = 2min\n", OFF(mdb.session_idle_ms), 120000},
+	{"[gpio]\ndebounce = 0\n", OFF(gpio.debounce_ms), 0},
+	{"[gpio]\ndebounce = 20ms\n", OFF(gpio.debounce_ms), 20},
+	{"[watchdog]\ntimeout = 30s\n", OFF(watchdog.timeout_ms), 30000},
 	/* integers */
 	{"[payment]\nmax_amount = 1\n", OFF(payment.max_amount), 1},
 	{"[payment]\nmax_amount = 250000\n", OFF(payment.max_amount), 250000},
@@ -195,6 +202,13 @@ static const struct good_str good_strs[] = {
 	{"[device]\nid = 0123456789012345678901234567890123456789012345678901234567890123\n", OFF(device.id),
 	 "0123456789012345678901234567890123456789012345678901234567890123"},
 	{"[payment]\ncurrency = USD\n", OFF(payment.currency), "USD"},
+	{"[mdb]\ndevice = /dev/ttyAMA0\n", OFF(mdb.device), "/dev/ttyAMA0"},
+	{"[mdb]\ndevice = sim\n", OFF(mdb.device), "sim"},
+	{"[mdb]\nframing = pair\n", OFF(mdb.framing), "pair"},
+	{"[mdb]\nframing = parity\n", OFF(mdb.framing), "parity"},
+	{"[mdb]\nbaud = 115200\n", OFF(mdb.baud), "115200"},
+	{"[gpio]\nchip = sim:/run/kp-gpio\npower_fail = 3\n", OFF(gpio.chip), "sim:/run/kp-gpio"},
+	{"[watchdog]\ndevice = /dev/watchdog0\n", OFF(watchdog.device), "/dev/watchdog0"},
 };
 
 static void test_good_strings(void **state)
@@ -208,6 +222,35 @@ static void test_good_strings(void **state)
 		if (rc != KP_OK)
 			fail_msg("case %zu (%s): %s", i, g->text, err);
 		assert_string_equal((const char *)&c + g->off, g->want);
+	}
+}
+
+/* [gpio] lines: none, an offset, or an offset and active_low */
+static void test_good_lines(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *text;
+		int64_t power_fail, vend_ok, vend_fail;
+		bool low;
+	} cases[] = {
+		{"", -1, -1, -1, false},
+		{"[gpio]\nchip = /dev/gpiochip0\npower_fail = 17\n", 17, -1, -1, false},
+		{"[gpio]\nchip = /dev/gpiochip0\npower_fail = 17 active_low\n", 17, -1, -1, true},
+		{"[gpio]\nchip = /dev/gpiochip1\npower_fail = none\nvend_ok = 0\nvend_fail = 1023\n", -1, 0, 1023,
+		 false},
+		{"[gpio]\nchip = /dev/gpiochip0\npower_fail = 5 active_low ; PFO of the supply\n", 5, -1, -1, true},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		kp_config c;
+		char err[256] = "";
+		if (load_text(cases[i].text, &c, err, sizeof(err)) != KP_OK)
+			fail_msg("case %zu: %s", i, err);
+		assert_int_equal(c.gpio.power_fail.offset, cases[i].power_fail);
+		assert_int_equal(c.gpio.vend_ok.offset, cases[i].vend_ok);
+		assert_int_equal(c.gpio.vend_fail.offset, cases[i].vend_fail);
+		assert_int_equal(c.gpio.power_fail.active_low, cases[i].low);
+		assert_false(c.gpio.vend_ok.active_low);
 	}
 }
 
@@ -315,6 +358,26 @@ static const struct bad_case bad_cases[] = {
 	{"[device]\nid = " LONG100 "\n", KP_ERR_CONFIG, ":2: [device] id: value too long (at most 64 bytes)"},
 	{"[journal]\npath = /a\x01z\n", KP_ERR_CONFIG, ":2: [journal] path: control character in value"},
 	{"[journal]\npath = /" LONG100 LONG100 "\n", KP_ERR_CONFIG, ":2: line too long (at most 198 characters)"},
+	/* [mdb], [gpio], [watchdog] */
+	{"[mdb]\nframing = 9bit\n", KP_ERR_CONFIG, ":2: [mdb] framing: want parity or pair"},
+	{"[mdb]\nframing = paritypair\n", KP_ERR_CONFIG, ":2: [mdb] framing: value too long (at most 7 bytes)"},
+	{"[mdb]\nbaud = 4800\n", KP_ERR_CONFIG, ":2: [mdb] baud: want 9600, 19200, 38400, 57600 or 115200"},
+	{"[mdb]\npatience = 500ms\n", KP_ERR_CONFIG, ":2: [mdb] patience: must be between 1s and 4min"},
+	{"[mdb]\npatience = 241s\n", KP_ERR_CONFIG, ":2: [mdb] patience: must be between 1s and 4min"},
+	{"[mdb]\nsession_idle = 2h\n", KP_ERR_CONFIG, ":2: [mdb] session_idle: must be between 1s and 1h"},
+	{"[mdb]\ndevice = /dev/tty\x02\n", KP_ERR_CONFIG, ":2: [mdb] device: control character in value"},
+	{"[gpio]\npower_fail = 1024\n", KP_ERR_CONFIG,
+	 ":2: [gpio] power_fail: want none or a line offset 0..1023 (optionally \"active_low\")"},
+	{"[gpio]\npower_fail = -1\n", KP_ERR_CONFIG,
+	 ":2: [gpio] power_fail: bad line \"-1\": not a non-negative integer"},
+	{"[gpio]\nvend_ok = 3 low\n", KP_ERR_CONFIG,
+	 ":2: [gpio] vend_ok: bad line \"3 low\": want none, N or \"N active_low\""},
+	{"[gpio]\nvend_fail = GPIO17\n", KP_ERR_CONFIG,
+	 ":2: [gpio] vend_fail: bad line \"GPIO17\": not a non-negative integer"},
+	{"[gpio]\ndebounce = 2s\n", KP_ERR_CONFIG, ":2: [gpio] debounce: must be between 0s and 1s"},
+	{"[watchdog]\ntimeout = 1s\n", KP_ERR_CONFIG, ":2: [watchdog] timeout: must be between 2s and 10min"},
+	{"[watchdog]\ndevice =\n", KP_ERR_CONFIG,
+	 ":2: [watchdog] device: empty value (leave the key out to keep the default)"},
 	/* structure */
 	{"[payment]\nmax_amount = 5\nfoo = 1\n", KP_ERR_CONFIG, ":3: [payment] foo: unknown key"},
 	{"[payment]\nping_idle = 5s\n", KP_ERR_CONFIG, ":2: [payment] ping_idle: unknown key"},
@@ -354,6 +417,13 @@ static const struct bad_case bad_cases[] = {
 	 ": [payment] refund_retry (5s) must be at most [payment] refund_retry_max (4s)"},
 	{"[host]\nreconnect_min = 1500ms\nreconnect_max = 1s\n", KP_ERR_CONFIG,
 	 ": [host] reconnect_min (1500ms) must be at most [host] reconnect_max (1s)"},
+	{"[gpio]\npower_fail = 4\n", KP_ERR_CONFIG, ": [gpio] lines are wired but chip is none"},
+	{"[gpio]\nchip = /dev/gpiochip0\n", KP_ERR_CONFIG,
+	 ": [gpio] chip is set but no line (power_fail, vend_ok, vend_fail) is wired"},
+	{"[gpio]\nchip = /dev/gpiochip0\npower_fail = 4\nvend_fail = 4 active_low\n", KP_ERR_CONFIG,
+	 ": [gpio] the same line offset is given twice"},
+	{"[mdb]\ndevice = /dev/ttyS1\n[gpio]\nchip = /dev/gpiochip0\nvend_ok = 5\n", KP_ERR_CONFIG,
+	 ": [gpio] vend_ok/vend_fail are for kiosks without MDB: the VMC reports the vend ([mdb] device is set)"},
 };
 
 static void test_bad_files(void **state)
@@ -522,6 +592,9 @@ static void test_dump_defaults(void **state)
 		"query_backoff_max = 10min\nrefund_retry = 5s\nrefund_retry_max = 10min\n"
 		"power_cut_policy = refund\n",
 		"\n[log]\nlevel = info\n",
+		"\n[mdb]\ndevice = none\nframing = parity\nbaud = 9600\npatience = 1min\nsession_idle = 1min\n",
+		"\n[gpio]\nchip = none\npower_fail = none\nvend_ok = none\nvend_fail = none\ndebounce = 10ms\n",
+		"\n[watchdog]\ndevice = none\ntimeout = 15s\n",
 	};
 	for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++)
 		if (!strstr(buf, lines[i]))
@@ -538,7 +611,9 @@ static void test_dump_reads_back(void **state)
 				   "request_timeout = 1500ms\nreconnect_min = 2s\n[device]\nid = K-9\n"
 				   "[payment]\ncurrency = CHF\nmax_amount = 123456\norder_ttl = 90min\n"
 				   "pay_margin = 0\ngive_up_after = 48h\npower_cut_policy = hold\n"
-				   "[log]\nlevel = debug\n",
+				   "[log]\nlevel = debug\n[mdb]\ndevice = /dev/ttyUSB0\nframing = pair\nbaud = 57600\n"
+				   "patience = 45s\n[gpio]\nchip = /dev/gpiochip2\npower_fail = 6 active_low\n"
+				   "[watchdog]\ndevice = /dev/watchdog\ntimeout = 1min\n",
 				   &c, err, sizeof(err)),
 			 KP_OK);
 	char buf[4096];
@@ -659,6 +734,7 @@ int main(void)
 		cmocka_unit_test(test_empty_and_comment_files_give_defaults),
 		cmocka_unit_test(test_good_numbers),
 		cmocka_unit_test(test_good_strings),
+		cmocka_unit_test(test_good_lines),
 		cmocka_unit_test(test_good_names),
 		cmocka_unit_test(test_bad_files),
 		cmocka_unit_test(test_cross_field_ok_when_both_change),
