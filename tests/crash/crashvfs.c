@@ -102,13 +102,16 @@ void kp_crashvfs_config_init(kp_crashvfs_config *cfg)
 
 static bool parse_u64(const char *s, size_t len, uint64_t *out)
 {
-	if (len == 0 || len > 19)
+	if (len == 0 || len > 20)
 		return false;
 	uint64_t v = 0;
 	for (size_t i = 0; i < len; i++) {
 		if (s[i] < '0' || s[i] > '9')
 			return false;
-		v = v * 10 + (uint64_t)(s[i] - '0');
+		uint64_t d = (uint64_t)(s[i] - '0');
+		if (v > (UINT64_MAX - d) / 10)
+			return false;
+		v = v * 10 + d;
 	}
 	*out = v;
 	return true;

@@ -133,6 +133,8 @@ static void test_parse(void **state)
 		{"after_sync=-1", KP_ERR_INVALID},
 		{"after_sync", KP_ERR_INVALID},
 		{"colour=red", KP_ERR_INVALID},
+		{"seed=18446744073709551615", KP_OK},
+		{"seed=18446744073709551616", KP_ERR_INVALID},
 		{"seed=99999999999999999999", KP_ERR_INVALID},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
