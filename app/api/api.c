@@ -56,6 +56,7 @@ struct kp_api {
 	size_t n_obs;
 	uint64_t clock;
 	kp_api_stats stats;
+	char refusing[64];      /* not "": new sales get 5.03 with this (kp_api_set_refusing) */
 };
 
 /* Everything a handler was given, in one place. */
@@ -123,6 +124,15 @@ static bool backend_ready(struct req *rq)
 	if (rq->api->engine && rq->api->journal)
 		return true;
 	respond_error(rq, 0, KP_ERR_UNAVAILABLE, "journal not open");
+	return false;
+}
+
+/* New sales (POST /orders, a new pay) are refused while refusing is set. */
+static bool taking_sales(struct req *rq)
+{
+	if (!rq->api->refusing[0])
+		return true;
+	respond_error(rq, 0, KP_ERR_UNAVAILABLE, rq->api->refusing);
 	return false;
 }
 
@@ -361,7 +371,7 @@ static void hnd_orders_post(coap_resource_t *res, coap_session_t *session, const
 	kp_order o;
 	bool dup = false;
 
-	if (!backend_ready(&rq) || !request_body(&rq, &data, &len))
+	if (!backend_ready(&rq) || !taking_sales(&rq) || !request_body(&rq, &data, &len))
 		return;
 	b = malloc(sizeof(*b));
 	if (!b) {
@@ -448,7 +458,7 @@ static void order_pay(struct req *rq, const char *order_id)
 		return; /* libcoap frees the async after this handler */
 	}
 
-	if (!backend_ready(rq) || !request_body(rq, &data, &len))
+	if (!backend_ready(rq) || !taking_sales(rq) || !request_body(rq, &data, &len))
 		return;
 	kp_err err = kp_api_json_parse_pay(data, len, channel, why, sizeof(why));
 	if (err != KP_OK) {
@@ -1009,6 +1019,11 @@ void kp_api_set_backend(kp_api *api, kp_engine *engine, kp_journal *journal)
 {
 	api->engine = engine;
 	api->journal = journal;
+}
+
+void kp_api_set_refusing(kp_api *api, const char *why)
+{
+	snprintf(api->refusing, sizeof(api->refusing), "%s", why ? why : "");
 }
 
 uint16_t kp_api_port(const kp_api *api)

@@ -71,6 +71,12 @@ void kp_api_free(kp_api *api);
  * e.g. while the journal is closed). */
 void kp_api_set_backend(kp_api *api, kp_engine *engine, kp_journal *journal);
 
+/* Stop taking new sales (why, e.g. "power failing") or take them again
+ * (NULL): while stopped, POST /orders and a new POST /orders/{id}/pay answer
+ * 5.03 with why as the message; reads, cancel, vend and pay answers already
+ * under way go on. why is copied (up to 63 bytes). */
+void kp_api_set_refusing(kp_api *api, const char *why);
+
 /* The UDP port actually bound (useful with port 0), or 0 if unknown. */
 uint16_t kp_api_port(const kp_api *api);
 
