@@ -1,6 +1,7 @@
 /* kioskpayd — the payment service: one poll loop over the CoAP API, the TLS
- * link to the payment host, the engine's timers and signals (SIGTERM/SIGINT
- * stop cleanly, SIGHUP reloads the timings). Everything else is in modules. */
+ * link to the payment host, the engine's timers, the kiosk's devices (MDB,
+ * GPIO, watchdog) and signals (SIGTERM/SIGINT stop cleanly, SIGHUP reloads
+ * the timings). Everything else is in modules. */
 #include <errno.h>
 #include <getopt.h>
 #include <poll.h>
@@ -13,6 +14,7 @@
 
 #include "api.h"
 #include "config.h"
+#include "devices.h"
 #include "engine.h"
 #include "hostlink.h"
 #include "journal.h"
@@ -27,6 +29,7 @@ struct daemon {
 	kp_hostlink *link;
 	kp_engine *engine;
 	kp_api *api;
+	kp_devices *devices; /* MDB, GPIO, watchdog (app/vend/devices.h) */
 	int sigfd;
 	bool stop;
 };
@@ -72,6 +75,21 @@ static size_t host_stats(void *h, kp_api_stat *out, size_t cap)
 }
 
 static const kp_api_host_ops api_host_ops = {.up = host_up, .stats = host_stats};
+
+/* ---- devices: the engine's changes go to the API and the devices ---- */
+
+static void on_order_change(void *arg, const char *order_id)
+{
+	struct daemon *d = arg;
+	kp_api_on_change(d->api, order_id);
+	kp_devices_on_change(d->devices, order_id);
+}
+
+static bool devices_host_up(void *arg)
+{
+	struct daemon *d = arg;
+	return d->link && kp_hostlink_up(d->link);
+}
 
 static void on_confirm(void *arg, const kp_host_msg *c)
 {
@@ -181,7 +199,7 @@ static int start(struct daemon *d)
 	engine_config_from(&d->cfg, &ec);
 	kp_engine_deps ed = {
 		.env = &d->env, .journal = d->journal, .host_ops = &engine_host_ops, .host = d->link,
-		.on_change = kp_api_on_change, .on_change_arg = d->api,
+		.on_change = on_order_change, .on_change_arg = d,
 	};
 	err = kp_engine_new(&d->engine, &ec, &ed);
 	if (err != KP_OK) {
@@ -194,15 +212,26 @@ static int start(struct daemon *d)
 		kp_log_error(&d->env, "recovery: %s", kp_strerror(err));
 		return -1;
 	}
+	kp_devices_deps dd = {.env = &d->env, .cfg = &d->cfg, .engine = d->engine, .journal = d->journal,
+			      .api = d->api, .host_up = devices_host_up, .host_arg = d};
+	err = kp_devices_open(&d->devices, &dd);
+	if (err != KP_OK) {
+		kp_log_error(&d->env, "devices: %s (check [mdb], [gpio], [watchdog])", kp_strerror(err));
+		return -1;
+	}
 	kp_api_set_backend(d->api, d->engine, d->journal);
 	kp_log_info(&d->env, "ready: api %s (port %u), journal %s, %lld records to replay",
 		    d->cfg.api.listen, (unsigned)kp_api_port(d->api), d->cfg.journal.path, (long long)found);
+	kp_devices_ready(d->devices);
 	return 0;
 }
 
-static void stop(struct daemon *d)
+static void stop(struct daemon *d, bool clean)
 {
-	/* The link first: it fails its requests into the engine, which must be alive. */
+	/* The devices first: the vend's payments in the engine are detached. */
+	kp_devices_close(d->devices, clean);
+	d->devices = NULL;
+	/* The link next: it fails its requests into the engine, which must be alive. */
 	kp_hostlink_free(d->link);
 	d->link = NULL;
 	if (d->api)
@@ -222,6 +251,9 @@ static int poll_timeout(struct daemon *d, int64_t engine_next_wall)
 	if (engine_next_wall > 0 && engine_next_wall - now_w < t)
 		t = engine_next_wall - now_w;
 	int64_t dl = kp_hostlink_deadline(d->link);
+	if (dl > 0 && dl - kp_now_mono(&d->env) < t)
+		t = dl - kp_now_mono(&d->env);
+	dl = kp_devices_deadline(d->devices);
 	if (dl > 0 && dl - kp_now_mono(&d->env) < t)
 		t = dl - kp_now_mono(&d->env);
 	return t < 0 ? 0 : (int)t;
@@ -246,11 +278,12 @@ static void loop(struct daemon *d)
 	while (!d->stop) {
 		kp_hostlink_tick(d->link);
 		next = kp_engine_tick(d->engine);
-		struct pollfd pfd[3];
+		struct pollfd pfd[3 + KP_DEVICES_POLLFDS];
 		pfd[0] = (struct pollfd){.fd = d->sigfd, .events = POLLIN};
 		kp_api_pollfd(d->api, &pfd[1]);
 		kp_hostlink_pollfd(d->link, &pfd[2]);
-		int n = poll(pfd, 3, poll_timeout(d, next));
+		size_t ndev = kp_devices_pollfds(d->devices, &pfd[3], KP_DEVICES_POLLFDS);
+		int n = poll(pfd, (nfds_t)(3 + ndev), poll_timeout(d, next));
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -263,6 +296,7 @@ static void loop(struct daemon *d)
 			kp_api_process(d->api, pfd[1].revents);
 		if (pfd[2].fd >= 0 && pfd[2].revents)
 			kp_hostlink_process(d->link, pfd[2].revents);
+		kp_devices_process(d->devices, &pfd[3], ndev); /* every turn: also feeds the watchdog */
 	}
 }
 
@@ -333,7 +367,7 @@ int main(int argc, char **argv)
 		loop(&d);
 		rc = 0;
 	}
-	stop(&d);
+	stop(&d, rc == 0);
 	close(d.sigfd);
 	if (rc == 0)
 		kp_log_info(&d.env, "stopped");

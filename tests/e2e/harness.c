@@ -162,6 +162,11 @@ static bool health_up(kp_world *w, void *arg)
 
 int w_start_daemon(kp_world *w, const char *extra_payment_ini)
 {
+	return w_start_daemon_ex(w, extra_payment_ini, NULL);
+}
+
+int w_start_daemon_ex(kp_world *w, const char *extra_payment_ini, const char *extra_sections)
+{
 	if (!w->api_port)
 		w->api_port = w_free_port(true);
 	FILE *f = fopen(w->config, "w");
@@ -173,9 +178,9 @@ int w_start_daemon(kp_world *w, const char *extra_payment_ini)
 		"cert = %s/device.crt\nkey = %s/device.key\nrequest_timeout = 2s\n"
 		"reconnect_min = 100ms\nreconnect_max = 1s\n\n"
 		"[device]\nid = kiosk-dev-1\n\n[payment]\ncurrency = EUR\nmax_amount = 100000\n%s\n"
-		"[log]\nlevel = debug\n",
+		"[log]\nlevel = debug\n\n%s",
 		w->journal, w->api_port, w->host_port, w->pki, w->pki, w->pki,
-		extra_payment_ini ? extra_payment_ini : "");
+		extra_payment_ini ? extra_payment_ini : "", extra_sections ? extra_sections : "");
 	fclose(f);
 	char *argv[] = {KP_BIN_KIOSKPAYD, "-c", w->config, NULL};
 	w->daemon = spawn(argv, w->daemon_log);

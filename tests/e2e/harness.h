@@ -37,6 +37,9 @@ void w_stop_hostsim(kp_world *w);
 /* Write the config (extra_ini appended to [payment], may be NULL), start
  * kioskpayd and wait until /health answers and the host link is up. */
 int w_start_daemon(kp_world *w, const char *extra_payment_ini);
+/* The same with more INI text after [log] (whole sections, e.g. "[mdb]\n
+ * device = ...\n"; may be NULL). */
+int w_start_daemon_ex(kp_world *w, const char *extra_payment_ini, const char *extra_sections);
 /* Send sig to kioskpayd and reap it; returns its exit status or -signal. */
 int w_stop_daemon(kp_world *w, int sig);
 
