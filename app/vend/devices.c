@@ -86,8 +86,12 @@ static kp_err open_mdb(kp_devices *dev)
 		kp_log_error(env, "mdb: reader: %s", kp_strerror(err));
 		return err;
 	}
-	kp_log_info(env, "mdb: cashless reader on %s (%s framing), patience %lld ms", c->mdb.device,
-		    strcmp(c->mdb.device, "sim") == 0 ? "in-process" : c->mdb.framing, (long long)c->mdb.patience_ms);
+	if (dev->sim)
+		kp_log_info(env, "mdb: cashless reader on an in-process VMC, patience %lld ms",
+			    (long long)c->mdb.patience_ms);
+	else
+		kp_log_info(env, "mdb: cashless reader on %s (%s framing), patience %lld ms", c->mdb.device,
+			    c->mdb.framing, (long long)c->mdb.patience_ms);
 	return KP_OK;
 }
 

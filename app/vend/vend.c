@@ -465,7 +465,8 @@ static void frame_in(kp_vend *v, const uint16_t *w, size_t n)
 		if (err != KP_OK)
 			kp_log_warn(v->d.env, "mdb: reply not sent: %s", kp_strerror(err));
 	}
-	if (v->d.env->log_level >= KP_LOG_DEBUG && out.cmd.kind != KP_MDB_CMD_POLL) {
+	if (v->d.env->log_level >= KP_LOG_DEBUG && out.cmd.kind != KP_MDB_CMD_POLL &&
+	    !(out.cmd.kind == KP_MDB_CMD_VMC_ACK && out.reply.n == 0)) {
 		char reply[160];
 		kp_log_debug(v->d.env, "mdb: > %s < %s (%s)", kp_mdb_frame_format(w, n, text, sizeof(text)),
 			     kp_mdb_frame_format(out.reply.w, out.reply.n, reply, sizeof(reply)),
