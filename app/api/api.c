@@ -952,7 +952,12 @@ kp_err kp_api_new(kp_api **out, const kp_api_config *cfg, const kp_api_deps *dep
 		err = KP_ERR_INTERNAL;
 		goto out;
 	}
-	coap_context_set_block_mode(api->ctx, COAP_BLOCK_USE_LIBCOAP | COAP_BLOCK_SINGLE_BODY);
+	/* Not COAP_BLOCK_SINGLE_BODY: libcoap 4.3.1's Block1 reassembly
+	 * dereferences a NULL body when a transfer began without Size1 (two
+	 * datagrams crash the daemon; fixed upstream in 4.3.2, commit 4ef0705c;
+	 * tests/fuzz/corpus/api/regress-libcoap431-block1-no-size1). Request
+	 * bodies must fit one datagram: request_body() refuses a block. */
+	coap_context_set_block_mode(api->ctx, COAP_BLOCK_USE_LIBCOAP);
 	ep = coap_new_endpoint(api->ctx, &addr, COAP_PROTO_UDP);
 	if (!ep) {
 		kp_log_error(api->env, "api: cannot bind UDP %s", listen);
