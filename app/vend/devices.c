@@ -86,6 +86,12 @@ static kp_err open_mdb(kp_devices *dev)
 		kp_log_error(env, "mdb: reader: %s", kp_strerror(err));
 		return err;
 	}
+	int64_t canceled = 0;
+	err = kp_vend_recover(dev->vend, &canceled);
+	if (err != KP_OK) {
+		kp_log_error(env, "mdb: canceling the vend requests of the last run: %s", kp_strerror(err));
+		return err;
+	}
 	if (dev->sim)
 		kp_log_info(env, "mdb: cashless reader on an in-process VMC, patience %lld ms",
 			    (long long)c->mdb.patience_ms);

@@ -595,6 +595,59 @@ int64_t kp_vend_deadline(const kp_vend *v)
 	return d;
 }
 
+struct stale_orders {
+	const char *run_id;
+	char (*ids)[KP_ID_SIZE];
+	size_t n, cap;
+	bool full;
+};
+
+static kp_err collect_stale(void *arg, const kp_order *o)
+{
+	struct stale_orders *so = arg;
+	char mine[32];
+	snprintf(mine, sizeof(mine), "mdb-%s-", so->run_id);
+	if (strncmp(o->dedup_key, "mdb-", 4) != 0 || strncmp(o->dedup_key, mine, strlen(mine)) == 0)
+		return KP_OK;
+	if (so->n == so->cap) {
+		so->full = true;
+		return KP_OK;
+	}
+	snprintf(so->ids[so->n++], KP_ID_SIZE, "%s", o->order_id);
+	return KP_OK;
+}
+
+kp_err kp_vend_recover(kp_vend *v, int64_t *canceled)
+{
+	if (!v || !canceled)
+		return KP_ERR_INVALID;
+	*canceled = 0;
+	struct stale_orders so = {.run_id = v->run_id, .cap = 64};
+	so.ids = calloc(so.cap, sizeof(*so.ids));
+	if (!so.ids)
+		return KP_ERR_NOMEM;
+	kp_err err;
+	do {
+		so.n = 0;
+		so.full = false;
+		/* every pending order (expires_at <= the end of time); the MDB ones are taken */
+		err = kp_journal_expired_orders(v->d.journal, INT64_MAX, 0, collect_stale, &so);
+		for (size_t i = 0; i < so.n && err == KP_OK; i++) {
+			kp_order o;
+			err = kp_engine_cancel(v->d.engine, so.ids[i], &o);
+			if (err == KP_ERR_STATE)
+				err = KP_OK; /* settled meanwhile */
+			else if (err == KP_OK)
+				(*canceled)++;
+		}
+	} while (err == KP_OK && so.full);
+	free(so.ids);
+	if (err == KP_OK && *canceled > 0)
+		kp_log_warn(v->d.env, "mdb: %lld vend request(s) of an earlier run were still unpaid: canceled",
+			    (long long)*canceled);
+	return err;
+}
+
 void kp_vend_pollfd(const kp_vend *v, struct pollfd *pfd)
 {
 	pfd->fd = kp_mdb_transport_fd(&v->d.transport);

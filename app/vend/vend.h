@@ -52,6 +52,13 @@ kp_err kp_vend_new(kp_vend **out, const kp_vend_config *cfg, const kp_vend_deps 
  * going in the engine; its callback then only frees a ticket. Safe on NULL. */
 void kp_vend_free(kp_vend *v);
 
+/* Boot: orders of earlier runs' vend requests that are still pending are
+ * canceled (their VMC session died with that run; a payment that still
+ * succeeds is refunded as late by the engine). Paid ones are left to the
+ * engine's power-cut policy (kp_engine_recover). *canceled says how many.
+ * Call once after kp_engine_recover. */
+kp_err kp_vend_recover(kp_vend *v, int64_t *canceled) KP_MUST_USE;
+
 /* Poll integration: the transport's fd (fd -1 when there is none, e.g. an
  * in-process VMC or a serial port waiting to be reopened). */
 void kp_vend_pollfd(const kp_vend *v, struct pollfd *pfd);

@@ -673,6 +673,51 @@ static void test_reset_before_delivery_refunds(void **state)
 	assert_int_equal(sim_stats(w).dispensed_value, 100);
 }
 
+/* A restart while a vend request was paying: the new run cancels it (its
+ * VMC session is gone); a UI order and the new run's own orders stay. */
+static void test_recover_cancels_last_runs_requests(void **state)
+{
+	struct world *w = *state;
+	run_ms(w, 500);
+	select_item(w, 150, 1, KP_MDB_SIM_DISPENSE_OK, false);
+	const char *att = wait_attempt(w, 2000);
+	char attempt_id[KP_ID_SIZE];
+	snprintf(attempt_id, sizeof(attempt_id), "%s", att);
+	kp_order mdb_order, ui_order;
+	assert_int_equal(orders(w->j, &mdb_order), 1);
+	bool dup;
+	char why[128];
+	kp_order_req ui = {.dedup_key = "ui-cart-1", .amount = 500};
+	assert_int_equal(kp_engine_order_create(w->e, &ui, &ui_order, &dup, why, sizeof(why)), KP_OK);
+	/* this run's own pending request is not touched */
+	int64_t n = -1;
+	assert_int_equal(kp_vend_recover(w->v, &n), KP_OK);
+	assert_int_equal(n, 0);
+	/* the next run (a new reader; the old one is gone with its session) */
+	kp_vend_free(w->v);
+	kp_mdb_sim_free(w->sim);
+	assert_int_equal(kp_mdb_sim_new(&w->sim, &w->env, 6), KP_OK);
+	kp_mdb_sim_transport(w->sim, &w->spy.inner);
+	kp_vend_config vc = {.currency = "EUR", .max_amount = 10000, .patience_ms = PATIENCE_MS};
+	kp_vend_deps vd = {.env = &w->env, .engine = w->e, .journal = w->j,
+			   .transport = {.ops = &spy_ops, .impl = &w->spy}, .host_up = host_up, .host_arg = w};
+	assert_int_equal(kp_vend_new(&w->v, &vc, &vd), KP_OK);
+	assert_int_equal(kp_vend_recover(w->v, &n), KP_OK);
+	assert_int_equal(n, 1);
+	kp_order o;
+	assert_int_equal(kp_journal_order_get(w->j, mdb_order.order_id, &o), KP_OK);
+	assert_int_equal(o.state, KP_ORDER_CANCELED);
+	assert_int_equal(kp_journal_order_get(w->j, ui_order.order_id, &o), KP_OK);
+	assert_int_equal(o.state, KP_ORDER_PENDING);
+	run_ms(w, 200);
+	kp_attempt a;
+	assert_int_equal(kp_journal_attempt_get(w->j, attempt_id, &a), KP_OK);
+	assert_int_equal(a.state, KP_ATTEMPT_CANCELED);
+	/* once is enough */
+	assert_int_equal(kp_vend_recover(w->v, &n), KP_OK);
+	assert_int_equal(n, 0);
+}
+
 static void test_bad_settings(void **state)
 {
 	(void)state;
@@ -699,6 +744,7 @@ int main(void)
 		T(test_host_down_no_session),
 		T(test_failed_commits_repeat),
 		T(test_reset_before_delivery_refunds),
+		T(test_recover_cancels_last_runs_requests),
 		cmocka_unit_test(test_bad_settings),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

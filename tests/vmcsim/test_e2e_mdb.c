@@ -535,6 +535,26 @@ static void test_power_lost_after_approval(void **state)
 	assert_int_equal(net, 100);
 }
 
+static void test_restart_mid_request(void **state)
+{
+	struct mdb_world *m = *state;
+	char att[65], oid[65], sql[256];
+	vmc_ok(m, "select 180 3 ok");
+	assert_true(host_pending(m, att, oid, 5000));
+	/* the power goes while the customer is paying */
+	assert_int_equal(w_stop_daemon(&m->w, SIGKILL), -SIGKILL);
+	assert_int_equal(w_start_daemon_ex(&m->w, FAST, m->sections), 0);
+	/* the new run cancels the dead session's order, at the host too */
+	assert_true(wait_sql(m, 1, 3000, order_state_sql(oid, "canceled", sql, sizeof(sql))));
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM attempts WHERE attempt_id='%s' AND state='canceled'", att);
+	assert_true(wait_sql(m, 1, 5000, sql));
+	assert_true(wait_vstat(m, "aborted", 1, 5000));
+	assert_vstat(m, "approved", 0);
+	int64_t captures, net;
+	ledger_order(m, oid, &captures, &net);
+	assert_int_equal(captures, 0);
+}
+
 /* Keepalive lines in the watchdog's sim file. */
 static int keepalives(struct mdb_world *m)
 {
@@ -650,6 +670,7 @@ int main(void)
 		MDB(test_repeated_vend_success),
 		MDB(test_power_fails_mid_vend),
 		MDB(test_power_lost_after_approval),
+		MDB(test_restart_mid_request),
 		MDB(test_watchdog_follows_the_loop),
 	};
 	const struct CMUnitTest plain[] = {
