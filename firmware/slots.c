@@ -515,9 +515,9 @@ kp_err kp_slots_install(kp_slots *s, kp_fw_bundle *b, uint32_t max_boots, kp_fw_
 		goto out;
 
 	/* 1. staging */
+	staged = true; /* abort is safe even if begin fails half-way */
 	if ((err = s->ops->stage_begin(s->be, target, &chk->why)) != KP_OK)
 		goto out;
-	staged = true;
 	if ((err = kp_fw_bundle_read_payloads(b, &sink, chk)) != KP_OK)
 		goto out;
 	if ((err = kp_fw_manifest_to_json(m, &mjson, &mlen)) != KP_OK) {
