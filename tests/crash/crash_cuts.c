@@ -54,6 +54,9 @@ struct opts {
 	int only_run;     /* -1: all */
 	bool verbose;
 	bool keep;
+	int force_mode;   /* -1: rotate drop/tear/garbage */
+	unsigned force_sector; /* 0: 512 or 4096 at random */
+	int force_psow;   /* -1: at random */
 };
 
 struct cut {
@@ -584,6 +587,8 @@ out:
 
 /* ---------- cuts and runs ---------- */
 
+static const struct opts *g_opts;
+
 static void plan_cut(struct cut *c, uint64_t *rng, unsigned run, unsigned index, uint64_t est_writes,
 		     uint64_t est_syncs)
 {
@@ -597,6 +602,12 @@ static void plan_cut(struct cut *c, uint64_t *rng, unsigned run, unsigned index,
 	c->vfs.psow = rnd(rng) % 2;
 	c->vfs.seed = c->seed;
 	c->vfs.quiet = true;
+	if (g_opts->force_mode >= 0)
+		c->vfs.mode = (kp_crash_mode)g_opts->force_mode;
+	if (g_opts->force_sector)
+		c->vfs.sector = g_opts->force_sector;
+	if (g_opts->force_psow >= 0)
+		c->vfs.psow = g_opts->force_psow == 1;
 	unsigned kind = (unsigned)(rnd(rng) % 10);
 	if (kind < 3) {
 		c->vfs.after_write = 1 + rnd(rng) % est_writes;
@@ -698,9 +709,11 @@ static void run_one(const struct opts *o, unsigned run, unsigned ncuts, const ch
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: kp-crash-cuts [--cuts N] [--seed S] [--run-len R] [--only-run r] [--verbose] [--keep]\n"
+		   "                     [--mode drop|tear|garbage] [--sector 512..65536] [--psow 0|1]\n"
 		   "  N cuts (default 1000) in runs of R cuts (default 10) on one journal and ledger each;\n"
 		   "  exit 0 if no invariant was violated, 1 otherwise, 2 usage.\n"
-		   "  Replay a run: same --seed and --run-len, --only-run r --verbose --keep.\n");
+		   "  Replay a run: same --seed and --run-len, --only-run r --verbose --keep.\n"
+		   "  --mode, --sector, --psow force the crash VFS settings of every cut.\n");
 }
 
 static bool parse_num(const char *s, uint64_t *out)
@@ -716,16 +729,20 @@ static bool parse_num(const char *s, uint64_t *out)
 
 int main(int argc, char **argv)
 {
-	struct opts o = {.seed = 1, .cuts = 1000, .run_len = 10, .only_run = -1};
+	struct opts o = {.seed = 1, .cuts = 1000, .run_len = 10, .only_run = -1, .force_mode = -1,
+			 .force_psow = -1};
+	g_opts = &o;
 	static const struct option lo[] = {
 		{"cuts", required_argument, NULL, 'n'}, {"seed", required_argument, NULL, 's'},
 		{"run-len", required_argument, NULL, 'r'}, {"only-run", required_argument, NULL, 'o'},
 		{"verbose", no_argument, NULL, 'v'}, {"keep", no_argument, NULL, 'k'},
+		{"mode", required_argument, NULL, 'm'}, {"sector", required_argument, NULL, 'S'},
+		{"psow", required_argument, NULL, 'p'},
 		{"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0},
 	};
 	int ch;
 	uint64_t v;
-	while ((ch = getopt_long(argc, argv, "n:s:r:o:vkh", lo, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "n:s:r:o:vkm:S:p:h", lo, NULL)) != -1) {
 		switch (ch) {
 		case 'n': if (!parse_num(optarg, &v) || v == 0 || v > 10000000) { usage(stderr); return 2; } o.cuts = (unsigned)v; break;
 		case 's': if (!parse_num(optarg, &v)) { usage(stderr); return 2; } o.seed = v; break;
@@ -733,6 +750,14 @@ int main(int argc, char **argv)
 		case 'o': if (!parse_num(optarg, &v) || v > 1000000) { usage(stderr); return 2; } o.only_run = (int)v; break;
 		case 'v': o.verbose = true; break;
 		case 'k': o.keep = true; break;
+		case 'm':
+			for (int m = 0; m < KP_CRASH__COUNT; m++)
+				if (strcmp(optarg, kp_crash_mode_str((kp_crash_mode)m)) == 0)
+					o.force_mode = m;
+			if (o.force_mode < 0) { usage(stderr); return 2; }
+			break;
+		case 'S': if (!parse_num(optarg, &v) || v < 512 || v > 65536 || (v & (v - 1))) { usage(stderr); return 2; } o.force_sector = (unsigned)v; break;
+		case 'p': if (!parse_num(optarg, &v) || v > 1) { usage(stderr); return 2; } o.force_psow = (int)v; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
