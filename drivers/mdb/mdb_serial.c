@@ -360,7 +360,7 @@ static void hang_up(struct serial *s, const char *why)
 static void read_input(struct serial *s, int64_t now)
 {
 	uint8_t buf[256];
-	uint16_t words[256];
+	uint16_t words[256 + 1]; /* see kp_mdb_unframer_feed */
 	for (;;) {
 		ssize_t r = read(s->fd, buf, sizeof(buf));
 		if (r > 0) {

@@ -91,7 +91,8 @@ void kp_mdb_unframer_reset(kp_mdb_unframer *u);
  * (a bus reset is the word KP_MDB_WORD_BUS_RESET). *dropped counts bytes
  * that made no sense (a pair whose flags byte is not 00, 01 or 80: the byte
  * is dropped so that the stream can fall back into step). cap must be at
- * least len (each byte makes at most one word). */
+ * least len + 1 (a byte makes one word, but a parity FF held from the last
+ * call makes two with the byte after it). */
 void kp_mdb_unframer_feed(kp_mdb_unframer *u, const uint8_t *bytes, size_t len, uint16_t *out, size_t cap,
 			  size_t *n, uint64_t *dropped);
 /* Encode words for the framing into bytes[cap]; returns the length, 0 if it
