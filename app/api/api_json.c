@@ -1,8 +1,9 @@
 /* api_json.c — request bodies in, JSON bodies out, kp_err to CoAP code.
  * cJSON does the parsing; the checks on top (integers only, bounded strings,
- * no NUL, no duplicate fields) are ours, so a rejected body never reaches
- * the engine. */
+ * no NUL, no duplicate fields, no card numbers) are ours, so a rejected body
+ * never reaches the engine. */
 #include "api_json.h"
+#include "kp_pan.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -156,6 +157,10 @@ static kp_err get_string(const cJSON *root, const char *name, bool required, cha
 		snprintf(why, why_cap, "field \"%s\" must be 1..%zu characters", name, cap - 1);
 		return KP_ERR_INVALID;
 	}
+	if (kp_text_has_pan(v->valuestring, n)) {
+		snprintf(why, why_cap, "field \"%s\" looks like a card number", name);
+		return KP_ERR_INVALID;
+	}
 	memcpy(dst, v->valuestring, n + 1);
 	if (found)
 		*found = true;
@@ -208,6 +213,10 @@ kp_err kp_api_json_parse_order(const uint8_t *body, size_t len, kp_api_order_bod
 			goto out;
 		}
 		size_t n = strlen(items);
+		if (kp_text_has_pan(items, n)) {
+			err = fail(why, why_cap, KP_ERR_INVALID, "field \"items\" looks like a card number");
+			goto out;
+		}
 		if (n >= sizeof(out->items)) {
 			snprintf(why, why_cap, "field \"items\" is too long (max %zu bytes as compact JSON)",
 				 sizeof(out->items) - 1);

@@ -38,7 +38,8 @@ typedef struct kp_api_order_body {
 
 /* Parse a POST /orders body of len bytes (not NUL-terminated). KP_OK, or
  * KP_ERR_INVALID (malformed JSON, a missing field, a wrong type, an amount
- * that is not an integer in 1..2^53, a string out of bounds) or
+ * that is not an integer in 1..2^53, a string out of bounds, a string or
+ * items that look like a card number: kp_pan.h) or
  * KP_ERR_TOO_BIG (items longer than KP_ITEMS_MAX-1 once compacted), with a
  * one-line reason in why. Unknown fields are ignored. */
 kp_err kp_api_json_parse_order(const uint8_t *body, size_t len, kp_api_order_body *out, char *why,

@@ -1,6 +1,7 @@
 /* kp_env.c — the system env (real clocks, getrandom, stderr) and the fake env
  * that tests drive by hand. */
 #include "kp_env.h"
+#include "kp_pan.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -171,5 +172,6 @@ void kp_log(const kp_env *env, kp_log_level level, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
+	kp_text_mask_pan(line, strlen(line)); /* no card number reaches a log (kp_pan.h) */
 	env->log(env->ctx, level, line);
 }

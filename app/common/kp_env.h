@@ -61,7 +61,8 @@ static inline int64_t kp_now_wall(const kp_env *env) { return env->wall_ms(env->
 /* A random (version 4) UUID from the env's randomness. */
 kp_err kp_uuid_new(const kp_env *env, kp_uuid *out) KP_MUST_USE;
 
-/* Log a formatted line at a level, if the env's level lets it through. */
+/* Log a formatted line at a level, if the env's level lets it through; card
+ * numbers in it are masked first (kp_text_mask_pan). */
 void kp_log(const kp_env *env, kp_log_level level, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "kp_failpoint.h"
+#include "kp_pan.h"
 
 #define DUE_BATCH 64          /* records looked at per tick: keeps the loop turning */
 #define TICK_MAX_MS 1000      /* look at least this often (expiries are not scheduled) */
@@ -147,7 +148,7 @@ static bool channel_valid(const char *c)
 		if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_' || ch == '-'))
 			return false;
 	}
-	return true;
+	return !kp_text_has_pan(c, n); /* 16 digits pass the alphabet */
 }
 
 
@@ -978,6 +979,12 @@ kp_err kp_engine_order_create(kp_engine *e, const kp_order_req *req, kp_order *o
 	if (req->items && strlen(req->items) >= KP_ITEMS_MAX) {
 		snprintf(why, why_cap, "items too long (max %d bytes)", KP_ITEMS_MAX - 1);
 		return KP_ERR_TOO_BIG;
+	}
+	/* No card data in the journal (kp_pan.h): whatever the caller (API, MDB). */
+	bool pan_key = kp_text_has_pan(req->dedup_key, strlen(req->dedup_key));
+	if (pan_key || (req->items && kp_text_has_pan(req->items, strlen(req->items)))) {
+		snprintf(why, why_cap, "%s looks like a card number", pan_key ? "dedup_key" : "items");
+		return KP_ERR_INVALID;
 	}
 	kp_uuid id;
 	kp_err err = kp_uuid_new(e->d.env, &id);

@@ -80,7 +80,8 @@ typedef struct kp_order_req {
 } kp_order_req;
 
 /* Validate and create an order (or return the one with the same dedup_key:
- * *duplicated = true). KP_ERR_INVALID with a reason in why for bad input,
+ * *duplicated = true). KP_ERR_INVALID with a reason in why for bad input
+ * (a dedup_key or items that look like a card number too: kp_pan.h),
  * KP_ERR_CONFLICT for the same key with other content. */
 kp_err kp_engine_order_create(kp_engine *e, const kp_order_req *req, kp_order *out, bool *duplicated,
 			      char *why, size_t why_cap) KP_MUST_USE;
@@ -93,11 +94,11 @@ typedef void (*kp_pay_done_fn)(void *arg, kp_err err, const kp_attempt *attempt)
 /* Start paying an order on a channel. Checks at once: order exists
  * (KP_ERR_NOT_FOUND), is pending (KP_ERR_STATE), the pay deadline
  * expires_at - pay_margin has not passed (KP_ERR_EXPIRED), the host is up
- * (KP_ERR_DISCONNECTED), channel valid (KP_ERR_INVALID); on such an error done
- * is not called. Otherwise returns KP_OK and calls done exactly once, later:
- * after the new attempt is committed as paying and the host answered its
- * create_payment (or did not in time). A live attempt on another channel is
- * canceled at the host first. */
+ * (KP_ERR_DISCONNECTED), channel valid and no card number (KP_ERR_INVALID);
+ * on such an error done is not called. Otherwise returns KP_OK and calls
+ * done exactly once, later: after the new attempt is committed as paying and
+ * the host answered its create_payment (or did not in time). A live attempt
+ * on another channel is canceled at the host first. */
 kp_err kp_engine_pay(kp_engine *e, const char *order_id, const char *channel, kp_pay_done_fn done,
 		     void *arg) KP_MUST_USE;
 

@@ -21,6 +21,7 @@
 #include <mbedtls/x509_crt.h>
 
 #include "kp_failpoint.h"
+#include "kp_pan.h"
 
 /* Failpoints of the host link (docs/failpoints.md). */
 enum {
@@ -632,6 +633,19 @@ static kp_host_op reply_op_for(kp_host_op req)
 	}
 }
 
+/* A card number in any string of m (JSON escapes undone), kp_pan.h. */
+static bool msg_has_pan(const kp_host_msg *m)
+{
+	const char *const fields[] = {m->attempt_id, m->order_id, m->refund_id, m->host_txn,
+				      m->device_id,  m->status,   m->channel,   m->currency,
+				      m->reason,     m->code,     m->message,   m->fw,
+				      m->qr};
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+		if (kp_text_has_pan(fields[i], strlen(fields[i])))
+			return true;
+	return false;
+}
+
 /* One frame from the host. False if the connection was dropped. */
 static bool handle_frame(kp_hostlink *l, const uint8_t *f, size_t n)
 {
@@ -646,6 +660,14 @@ static bool handle_frame(kp_hostlink *l, const uint8_t *f, size_t n)
 	if (err != KP_OK) {
 		snprintf(why, sizeof(why), "malformed frame (%zu bytes, op %s): %s", n,
 			 kp_host_op_str(m->op), reason);
+		protocol_error(l, why);
+		return false;
+	}
+	/* The kiosk never takes card data: a frame carrying a card number (in its
+	 * bytes, or in a string once unescaped) is refused whole, unlogged. */
+	if (kp_text_has_pan((const char *)f, n) || msg_has_pan(m)) {
+		snprintf(why, sizeof(why), "%s frame (%zu bytes) carries what looks like a card number",
+			 kp_host_op_str(m->op), n);
 		protocol_error(l, why);
 		return false;
 	}
