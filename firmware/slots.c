@@ -499,7 +499,7 @@ kp_err kp_slots_install(kp_slots *s, kp_fw_bundle *b, uint32_t max_boots, kp_fw_
 	char v[KP_FW_VERSION_TEXT_MAX];
 	char *mjson = NULL;
 	size_t mlen = 0;
-	kp_slot_id target;
+	kp_slot_id target = KP_SLOT_NONE;
 	bool staged = false;
 	kp_err err;
 
