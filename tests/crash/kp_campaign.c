@@ -533,6 +533,25 @@ static bool health_up(struct run *r)
 	return code == 205 && strstr(cc.body, "\"host\":\"up\"") != NULL;
 }
 
+/* Did the last start fail to bind its API port (taken by someone else since
+ * free_udp_port)? Looks for the API's own line at the end of the log. */
+static bool port_was_taken(struct run *r)
+{
+	FILE *f = fopen(r->log, "r");
+	if (!f)
+		return false;
+	char needle[64], line[512];
+	snprintf(needle, sizeof(needle), "cannot bind UDP 127.0.0.1:%d", r->api_port);
+	bool taken = false;
+	if (fseek(f, -4096, SEEK_END) != 0)
+		rewind(f);
+	while (fgets(line, sizeof(line), f))
+		if (strstr(line, needle))
+			taken = true;
+	fclose(f);
+	return taken;
+}
+
 /* Start a daemon (crash build if vfs_spec). Returns after /health says the
  * host is up (0), when it died (1), or on timeout (-1). */
 static int start_daemon(struct run *r, const char *vfs_spec, const char *fp_spec, int64_t kill_at)
@@ -578,8 +597,8 @@ static int start_daemon(struct run *r, const char *vfs_spec, const char *fp_spec
 		}
 		if (daemon_alive(r))
 			return -1;
-		/* Died: a crash point in boot, or the API port was taken. */
-		if (WIFEXITED(r->daemon_status) && WEXITSTATUS(r->daemon_status) == 1 && !vfs_spec && !fp_spec)
+		/* Died: a crash point in boot, or the API port was taken meanwhile. */
+		if (WIFEXITED(r->daemon_status) && WEXITSTATUS(r->daemon_status) == 1 && port_was_taken(r))
 			continue;
 		return 1;
 	}
