@@ -3,6 +3,7 @@
  * added in one place. The file is read whole and fed to inih line by line by
  * our own reader, which keeps the line number for error messages. */
 #include "config.h"
+#include "kp_pan.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -315,6 +316,8 @@ static void choices_text(const struct keydef *d, char *why, size_t cap)
 static const char *check_value(const struct keydef *d, const kp_config *c, char *why, size_t cap)
 {
 	const char *s = cfstr(c, d);
+	if (IS_STRING(d->kind) && kp_text_has_pan(s, strlen(s)))
+		return "looks like a card number"; /* kioskpay takes no card data (kp_pan.h) */
 	switch (d->kind) {
 	case K_PATH:
 		for (const char *p = s; *p; p++)
@@ -759,7 +762,9 @@ void kp_config_dump(const kp_config *cfg, FILE *f)
 		case K_CURRENCY:
 		case K_CHOICE: {
 			const char *s = cfstr(cfg, d);
-			fprintf(f, "%s%s = %s\n", *s ? "" : "; ", d->key, *s ? s : "(not set)");
+			/* "key = ;x" would read back empty (inih: " ;" starts a comment) */
+			fprintf(f, "%s%s =%s%s\n", *s ? "" : "; ", d->key, *s == ';' ? "" : " ",
+				*s ? s : "(not set)");
 			break;
 		}
 		case K_DURATION:
