@@ -101,6 +101,10 @@ static kp_err parse_object(const uint8_t *body, size_t len, cJSON **root, char *
 		return fail(why, why_cap, KP_ERR_INVALID, "a JSON object body is required");
 	if (has_nul(body, len))
 		return fail(why, why_cap, KP_ERR_INVALID, "NUL characters are not allowed");
+	/* as written (a number past 2^53 reaches cJSON rounded); strings again
+	 * once unescaped, in get_string and json_has_pan */
+	if (kp_text_has_pan((const char *)body, len))
+		return fail(why, why_cap, KP_ERR_INVALID, "the body holds what looks like a card number");
 	text = malloc(len + 1);
 	if (!text)
 		return fail(why, why_cap, KP_ERR_NOMEM, "out of memory");
@@ -167,6 +171,29 @@ static kp_err get_string(const cJSON *root, const char *name, bool required, cha
 	return KP_OK;
 }
 
+/* A card number anywhere in the JSON values from v on (v and its siblings,
+ * and everything below them): strings once unescaped, member names, and
+ * whole numbers written out in full (cJSON would store 4111111111111111 as
+ * "4.11111111111111e+15", a card number all the same). */
+static bool json_has_pan(const cJSON *v)
+{
+	for (; v; v = v->next) {
+		if (v->string && kp_text_has_pan(v->string, strlen(v->string)))
+			return true;
+		if (cJSON_IsString(v) && v->valuestring && kp_text_has_pan(v->valuestring, strlen(v->valuestring)))
+			return true;
+		if (cJSON_IsNumber(v) && fabs(v->valuedouble) < 1e19 && v->valuedouble == floor(v->valuedouble)) {
+			char num[32];
+			snprintf(num, sizeof(num), "%.0f", fabs(v->valuedouble));
+			if (kp_text_has_pan(num, strlen(num)))
+				return true;
+		}
+		if (v->child && json_has_pan(v->child))
+			return true;
+	}
+	return false;
+}
+
 kp_err kp_api_json_parse_order(const uint8_t *body, size_t len, kp_api_order_body *out, char *why,
 			       size_t why_cap)
 {
@@ -213,7 +240,7 @@ kp_err kp_api_json_parse_order(const uint8_t *body, size_t len, kp_api_order_bod
 			goto out;
 		}
 		size_t n = strlen(items);
-		if (kp_text_has_pan(items, n)) {
+		if (json_has_pan(it->child)) {
 			err = fail(why, why_cap, KP_ERR_INVALID, "field \"items\" looks like a card number");
 			goto out;
 		}
