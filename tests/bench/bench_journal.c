@@ -3,6 +3,7 @@
  * commits with the same pragmas, and the syncs and bytes each payment puts on
  * the disk, counted by a VFS shim. Prints figures; asserts nothing. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <ftw.h>
 #include <sqlite3.h>
@@ -13,6 +14,7 @@
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "count_vfs.h"
 #include "journal.h"
@@ -21,6 +23,7 @@
 
 struct opts {
 	const char *dir; /* parent of the temp dir */
+	const char *json; /* write the figures here too (one flat JSON object) */
 	int payments;
 	int page_size;
 };
@@ -212,6 +215,153 @@ static void bclose(struct bside *b)
 	sqlite3_close(b->db);
 }
 
+/* ---------- the naive design: what a user would write instead ----------
+ * The same payment in plain SQLite with the default rollback journal
+ * (journal_mode=DELETE, synchronous=FULL) and every statement its own
+ * transaction: 11 autocommits where the journal makes 4 commits. */
+
+struct nside {
+	sqlite3 *db;
+	sqlite3_stmt *st[6];
+	int next;
+};
+
+enum { N_ORDER, N_ATTEMPT, N_CONF, N_ATT_SET, N_ORD_SET, N_EVENT };
+
+static void nopen(struct nside *n, const char *path, int page_size)
+{
+	static const char *const sql[] = {
+		[N_ORDER] = "INSERT INTO orders VALUES(?1,?2,250,'EUR','pending',?3,?3)",
+		[N_ATTEMPT] = "INSERT INTO attempts VALUES(?1,?2,'card',250,'paying','',?3,?3)",
+		[N_CONF] = "INSERT INTO confirmations VALUES(?1,?2,?3,'succeeded',250,?4)",
+		[N_ATT_SET] = "UPDATE attempts SET state=?2, host_txn=?3, updated_at=?4 WHERE attempt_id=?1",
+		[N_ORD_SET] = "UPDATE orders SET state=?2, updated_at=?3 WHERE order_id=?1",
+		[N_EVENT] = "INSERT INTO events(at,kind,record_id,to_state) VALUES(?1,?2,?3,?4)",
+	};
+	char pragma[64];
+	if (sqlite3_open_v2(path, &n->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, KP_COUNT_VFS_NAME) !=
+	    SQLITE_OK) {
+		fprintf(stderr, "kp-bench-journal: cannot open %s\n", path);
+		exit(1);
+	}
+	snprintf(pragma, sizeof(pragma), "PRAGMA page_size=%d", page_size);
+	bexec(n->db, pragma);
+	bexec(n->db, "PRAGMA journal_mode=DELETE");
+	bexec(n->db, "PRAGMA synchronous=FULL");
+	bexec(n->db, "CREATE TABLE orders(order_id TEXT PRIMARY KEY, dedup_key TEXT UNIQUE, amount INT, "
+		     "currency TEXT, state TEXT, created_at INT, updated_at INT)");
+	bexec(n->db, "CREATE TABLE attempts(attempt_id TEXT PRIMARY KEY, order_id TEXT, channel TEXT, "
+		     "amount INT, state TEXT, host_txn TEXT, created_at INT, updated_at INT)");
+	bexec(n->db, "CREATE INDEX attempts_order ON attempts(order_id)");
+	bexec(n->db, "CREATE TABLE confirmations(host_txn TEXT PRIMARY KEY, seq INT, attempt_id TEXT, "
+		     "status TEXT, amount INT, received_at INT)");
+	bexec(n->db, "CREATE TABLE events(seq INTEGER PRIMARY KEY, at INT, kind TEXT, record_id TEXT, "
+		     "to_state TEXT)");
+	for (int k = 0; k < 6; k++)
+		if (sqlite3_prepare_v2(n->db, sql[k], -1, &n->st[k], NULL) != SQLITE_OK) {
+			fprintf(stderr, "kp-bench-journal: naive prepare: %s\n", sqlite3_errmsg(n->db));
+			exit(1);
+		}
+}
+
+static void nstep(struct nside *n, int k)
+{
+	if (sqlite3_step(n->st[k]) != SQLITE_DONE) {
+		fprintf(stderr, "kp-bench-journal: naive: %s\n", sqlite3_errmsg(n->db));
+		exit(1);
+	}
+	sqlite3_reset(n->st[k]);
+}
+
+static void nevent(struct nside *n, int64_t t, const char *kind, const char *id, const char *to)
+{
+	sqlite3_bind_int64(n->st[N_EVENT], 1, t);
+	sqlite3_bind_text(n->st[N_EVENT], 2, kind, -1, SQLITE_STATIC);
+	sqlite3_bind_text(n->st[N_EVENT], 3, id, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(n->st[N_EVENT], 4, to, -1, SQLITE_STATIC);
+	nstep(n, N_EVENT);
+}
+
+static void nset(struct nside *n, int k, const char *id, const char *state, const char *txn, int64_t t)
+{
+	sqlite3_stmt *st = n->st[k];
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(st, 2, state, -1, SQLITE_STATIC);
+	if (k == N_ATT_SET) {
+		sqlite3_bind_text(st, 3, txn, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_int64(st, 4, t);
+	} else {
+		sqlite3_bind_int64(st, 3, t);
+	}
+	nstep(n, k);
+}
+
+/* One payment, 11 autocommits: order, attempt, confirm (5), fulfil (2). */
+static void npay_one(struct nside *n)
+{
+	char oid[40], key[40], aid[40], txn[40];
+	int i = n->next++;
+	fake_uuid(oid, sizeof(oid), 4 * (uint64_t)i);
+	fake_uuid(key, sizeof(key), 4 * (uint64_t)i + 1);
+	fake_uuid(aid, sizeof(aid), 4 * (uint64_t)i + 2);
+	fake_uuid(txn, sizeof(txn), 4 * (uint64_t)i + 3);
+	int64_t t = 1700000000000LL + 10 * (int64_t)i;
+	sqlite3_bind_text(n->st[N_ORDER], 1, oid, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(n->st[N_ORDER], 2, key, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_int64(n->st[N_ORDER], 3, t);
+	nstep(n, N_ORDER);
+	nevent(n, t, "order", oid, "pending");
+	sqlite3_bind_text(n->st[N_ATTEMPT], 1, aid, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(n->st[N_ATTEMPT], 2, oid, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_int64(n->st[N_ATTEMPT], 3, t + 1);
+	nstep(n, N_ATTEMPT);
+	nevent(n, t + 1, "attempt", aid, "paying");
+	sqlite3_bind_text(n->st[N_CONF], 1, txn, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_int(n->st[N_CONF], 2, i);
+	sqlite3_bind_text(n->st[N_CONF], 3, aid, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_int64(n->st[N_CONF], 4, t + 3);
+	nstep(n, N_CONF);
+	nset(n, N_ATT_SET, aid, "succeeded", txn, t + 3);
+	nevent(n, t + 3, "attempt", aid, "succeeded");
+	nset(n, N_ORD_SET, oid, "paid", NULL, t + 3);
+	nevent(n, t + 3, "order", oid, "paid");
+	nset(n, N_ORD_SET, oid, "fulfilled", NULL, t + 4);
+	nevent(n, t + 4, "order", oid, "fulfilled");
+}
+
+static void nclose(struct nside *n)
+{
+	for (int k = 0; k < 6; k++)
+		sqlite3_finalize(n->st[k]);
+	sqlite3_close(n->db);
+}
+
+/* ---------- the device: a 4 KiB append made durable with fdatasync ---------- */
+
+/* n appends; their latencies (us) into lat. Returns the total seconds. */
+static double fsync_appends(const char *path, int n, double *lat)
+{
+	static char block[4096];
+	memset(block, 'k', sizeof(block));
+	int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		fprintf(stderr, "kp-bench-journal: %s: %s\n", path, strerror(errno));
+		exit(1);
+	}
+	double s = now_s();
+	for (int i = 0; i < n; i++) {
+		double t = now_s();
+		if (write(fd, block, sizeof(block)) != (ssize_t)sizeof(block) || fdatasync(fd) != 0) {
+			fprintf(stderr, "kp-bench-journal: append/fdatasync: %s\n", strerror(errno));
+			exit(1);
+		}
+		lat[i] = (now_s() - t) * 1e6;
+	}
+	double e = now_s() - s;
+	close(fd);
+	return e;
+}
+
 /* ---------- report ---------- */
 
 static void delta(kp_count_stats *d, const kp_count_stats *a, const kp_count_stats *b)
@@ -236,6 +386,17 @@ static void print_io(const char *label, const kp_count_stats *d, int n)
 	       (double)d->bytes[KP_COUNT_WAL] / n / 1024.0, (double)d->bytes[KP_COUNT_MAIN] / n / 1024.0);
 }
 
+static void io_per(const kp_count_stats *d, int n, double *syncs, double *kib)
+{
+	int64_t sy = 0, by = 0;
+	for (int k = 0; k < KP_COUNT__KINDS; k++) {
+		sy += d->syncs[k];
+		by += d->bytes[k];
+	}
+	*syncs = (double)sy / n;
+	*kib = (double)by / n / 1024.0;
+}
+
 static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
 {
 	(void)sb;
@@ -246,10 +407,10 @@ static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: kp-bench-journal [--dir DIR] [--payments N] [--page-size BYTES]\n"
+	fprintf(stderr, "usage: kp-bench-journal [--dir DIR] [--payments N] [--page-size BYTES] [--json FILE]\n"
 			"  measures in a fresh temp dir under DIR (default /tmp); N completed payments\n"
 			"  (default 300); page size of the journal and the baseline (default the\n"
-			"  journal's, %d)\n", KP_JOURNAL_PAGE_SIZE);
+			"  journal's, %d); --json: the figures as one JSON object too\n", KP_JOURNAL_PAGE_SIZE);
 	exit(2);
 }
 
@@ -273,6 +434,8 @@ int main(int argc, char **argv)
 			op.payments = int_arg(argv[++i], ROUNDS, 10000000);
 		else if (strcmp(argv[i], "--page-size") == 0 && i + 1 < argc)
 			op.page_size = int_arg(argv[++i], 512, 65536);
+		else if (strcmp(argv[i], "--json") == 0 && i + 1 < argc)
+			op.json = argv[++i];
 		else
 			usage();
 	}
@@ -288,10 +451,13 @@ int main(int argc, char **argv)
 	kp_env env;
 	kp_env_init_system(&env);
 	env.log_level = KP_LOG_WARN;
-	char jpath[4200], bpath[4200], j2path[4200];
+	char jpath[4200], bpath[4200], j2path[4200], j3path[4200], npath[4200], fpath[4200];
 	snprintf(jpath, sizeof(jpath), "%s/journal.db", dir);
 	snprintf(j2path, sizeof(j2path), "%s/journal-nockpt.db", dir);
 	snprintf(bpath, sizeof(bpath), "%s/baseline.db", dir);
+	snprintf(j3path, sizeof(j3path), "%s/journal-vs-naive.db", dir);
+	snprintf(npath, sizeof(npath), "%s/naive.db", dir);
+	snprintf(fpath, sizeof(fpath), "%s/appends.bin", dir);
 	int n = op.payments, commits = 4 * n;
 
 	printf("kp-bench-journal: %d completed payments = %d journal commits, vs %d plain single-row commits\n",
@@ -376,6 +542,77 @@ int main(int argc, char **argv)
 	print_io("= total without autocheckpoint:", &d, n);
 	print_io("with autocheckpoint (1000 pages):", &dj, n);
 	print_io("baseline, 4 single-row commits:", &db, n);
+
+	/* (d) the naive design, interleaved in rounds with a fresh journal. */
+	struct jside j3 = {.j = jopen(j3path, &env, op.page_size, 0), .t = 1700000000000LL};
+	struct nside ns = {0};
+	nopen(&ns, npath, op.page_size);
+	double tj3 = 0, tn = 0;
+	kp_count_stats dj3 = {0}, dn = {0};
+	for (int r = 0; r < ROUNDS; r++) {
+		for (int half = 0; half < 2; half++) {
+			bool journal = (half == 0) == (r % 2 == 0);
+			kp_count_vfs_get(&c0);
+			double s = now_s();
+			for (int i = 0; i < n / ROUNDS; i++) {
+				if (journal)
+					pay_one(&j3);
+				else
+					npay_one(&ns);
+			}
+			*(journal ? &tj3 : &tn) += now_s() - s;
+			kp_count_vfs_get(&c1);
+			delta(&d, &c0, &c1);
+			kp_count_stats *acc = journal ? &dj3 : &dn;
+			for (int k = 0; k < KP_COUNT__KINDS; k++) {
+				acc->syncs[k] += d.syncs[k];
+				acc->bytes[k] += d.bytes[k];
+			}
+		}
+	}
+	kp_journal_close(j3.j);
+	nclose(&ns);
+	double pj = n / tj3, pn = n / tn, sj, kj, sn, kn;
+	io_per(&dj3, n, &sj, &kj);
+	io_per(&dn, n, &sn, &kn);
+	printf("(d) naive design (rollback journal, synchronous=FULL, one statement per transaction:\n"
+	       "    11 autocommits per payment), interleaved with the journal:\n");
+	printf("    journal %6.1f payments/s (%.2f syncs, %.1f KiB each) | naive %6.1f payments/s (%.2f syncs,"
+	       " %.1f KiB each) | ratio journal/naive %.2f\n", pj, sj, kj, pn, sn, kn, pj / pn);
+
+	/* (e) the device's durability limit: 4 KiB appends, each made durable. */
+	double *lat = calloc((size_t)commits, sizeof(*lat));
+	if (!lat)
+		die("out of memory", KP_ERR_NOMEM);
+	double tf = fsync_appends(fpath, commits, lat);
+	qsort(lat, (size_t)commits, sizeof(*lat), cmp_double);
+	double fps = commits / tf;
+	printf("(e) raw 4 KiB append + fdatasync: %d in %.2f s = %.1f/s (p50 %.2f ms, p99 %.2f ms): the\n"
+	       "    device's durability limit; journal commits/s / this = %.2f\n",
+	       commits, tf, fps, lat[commits / 2] / 1000.0, lat[(commits * 99) / 100] / 1000.0, ja / fps);
+
+	if (op.json) {
+		FILE *f = fopen(op.json, "w");
+		if (!f)
+			die(op.json, KP_ERR_IO);
+		double sa, ka, sbase, kbase; /* as the daemon runs: with autocheckpoint */
+		io_per(&dj, n, &sa, &ka);
+		io_per(&db, n, &sbase, &kbase);
+		fprintf(f, "{\"bench\":\"journal\",\"payments\":%d,\"commits\":%d,\"page_size\":%d,"
+			   "\"journal_commits_per_s\":%.1f,\"baseline_commits_per_s\":%.1f,\"ratio_overall\":%.3f,"
+			   "\"ratio_median\":%.3f,\"journal_payments_per_s\":%.1f,\"cpu_us_per_commit\":%.1f,"
+			   "\"baseline_cpu_us_per_commit\":%.1f,\"syncs_per_payment\":%.3f,\"kib_per_payment\":%.2f,"
+			   "\"baseline_syncs_per_payment\":%.3f,\"baseline_kib_per_payment\":%.2f,"
+			   "\"vsnaive_journal_payments_per_s\":%.1f,\"naive_payments_per_s\":%.1f,"
+			   "\"naive_syncs_per_payment\":%.3f,\"naive_kib_per_payment\":%.2f,"
+			   "\"journal_over_naive\":%.3f,\"fsync_per_s\":%.1f,\"fsync_p50_ms\":%.3f,"
+			   "\"fsync_p99_ms\":%.3f,\"journal_over_fsync\":%.3f,\"load1\":%.2f}\n",
+			n, commits, op.page_size, ja, bb, ja / bb, (ratios[ROUNDS / 2 - 1] + ratios[ROUNDS / 2]) / 2,
+			ja / 4, cj / commits * 1e6, cb / commits * 1e6, sa, ka, sbase, kbase, pj, pn, sn, kn, pj / pn,
+			fps, lat[commits / 2] / 1000.0, lat[(commits * 99) / 100] / 1000.0, ja / fps, load[0]);
+		fclose(f);
+	}
+	free(lat);
 
 	nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
 	return 0;

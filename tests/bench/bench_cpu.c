@@ -1,0 +1,239 @@
+/* bench_cpu.c — the CPU cost of one completed payment through the engine and
+ * the journal (order, pay, the host's pending reply, confirm, vend) with a fake
+ * host answering at once and a fake clock, so that every run executes the same
+ * instructions. Meant to run under valgrind --tool=callgrind
+ * --toggle-collect=pay_many: instructions per payment are a figure that a busy
+ * machine does not move (fsync and other kernel time are not counted).
+ * Without valgrind it prints the wall and CPU time per payment instead. */
+#include <errno.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "engine.h"
+#include "journal.h"
+
+#define MAXQ 8
+
+struct fake_host {
+	kp_host_msg req[MAXQ];
+	kp_engine_reply_fn fn[MAXQ];
+	void *arg[MAXQ];
+	int nreq;
+	int64_t acks;
+};
+
+struct run {
+	kp_env env;
+	kp_fake_world world;
+	kp_journal *j;
+	kp_engine *e;
+	struct fake_host host;
+	int paid_callbacks;
+	int failures;
+	int next;
+};
+
+static bool fh_up(void *h)
+{
+	(void)h;
+	return true;
+}
+
+static kp_err fh_request(void *h, const kp_host_msg *req, kp_engine_reply_fn fn, void *arg)
+{
+	struct fake_host *fh = h;
+	if (fh->nreq == MAXQ)
+		return KP_ERR_TOO_BIG;
+	fh->req[fh->nreq] = *req;
+	fh->fn[fh->nreq] = fn;
+	fh->arg[fh->nreq] = arg;
+	fh->nreq++;
+	return KP_OK;
+}
+
+static kp_err fh_ack(void *h, int64_t seq)
+{
+	(void)seq;
+	((struct fake_host *)h)->acks++;
+	return KP_OK;
+}
+
+static const kp_host_ops fake_ops = {.up = fh_up, .request = fh_request, .ack = fh_ack};
+
+/* The host answers every request it holds: a created payment is pending. */
+static void host_answer(struct run *r)
+{
+	struct fake_host *fh = &r->host;
+	for (int i = 0; i < fh->nreq; i++) {
+		kp_host_msg m;
+		memset(&m, 0, sizeof(m));
+		m.op = KP_OP_PAYMENT;
+		snprintf(m.attempt_id, sizeof(m.attempt_id), "%s", fh->req[i].attempt_id);
+		snprintf(m.status, sizeof(m.status), "pending");
+		fh->fn[i](fh->arg[i], KP_OK, &m);
+	}
+	fh->nreq = 0;
+}
+
+static void on_paid(void *arg, kp_err err, const kp_attempt *a)
+{
+	struct run *r = arg;
+	if (err == KP_OK && a && a->state == KP_ATTEMPT_PAYING)
+		r->paid_callbacks++;
+	else
+		r->failures++;
+}
+
+/* One completed payment, as the daemon's loop would drive it. */
+static void pay_one(struct run *r)
+{
+	char key[40], why[128], txn[40];
+	int i = r->next++;
+	snprintf(key, sizeof(key), "cpu-%d", i);
+	kp_order_req req = {.dedup_key = key, .amount = 250, .items = "[{\"sku\":\"cola-33cl\",\"qty\":1}]"};
+	kp_order o;
+	bool dup = false;
+	if (kp_engine_order_create(r->e, &req, &o, &dup, why, sizeof(why)) != KP_OK ||
+	    kp_engine_pay(r->e, o.order_id, "card", on_paid, r) != KP_OK) {
+		r->failures++;
+		return;
+	}
+	host_answer(r);
+	(void)kp_engine_tick(r->e); /* runs the pay callback */
+	kp_attempt a;
+	if (kp_journal_attempt_live(r->j, o.order_id, &a) != KP_OK) {
+		r->failures++;
+		return;
+	}
+	kp_host_msg c;
+	memset(&c, 0, sizeof(c));
+	c.op = KP_OP_CONFIRM;
+	c.seq = i + 1;
+	snprintf(txn, sizeof(txn), "txn-%08d", i);
+	snprintf(c.host_txn, sizeof(c.host_txn), "%s", txn);
+	snprintf(c.attempt_id, sizeof(c.attempt_id), "%s", a.attempt_id);
+	snprintf(c.status, sizeof(c.status), "succeeded");
+	snprintf(c.currency, sizeof(c.currency), "EUR");
+	c.amount = 250;
+	c.has_amount = true;
+	c.at = kp_now_wall(&r->env);
+	kp_engine_on_confirm(r->e, &c);
+	if (kp_engine_vend(r->e, o.order_id, true, &o) != KP_OK || o.state != KP_ORDER_FULFILLED)
+		r->failures++;
+	(void)kp_engine_tick(r->e);
+	kp_fake_advance(&r->world, 10);
+}
+
+/* What callgrind measures (--toggle-collect=pay_many). */
+__attribute__((noinline)) static void pay_many(struct run *r, int n)
+{
+	for (int i = 0; i < n; i++)
+		pay_one(r);
+}
+
+static double cpu_s(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+	       (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	return remove(p);
+}
+
+static void usage(void)
+{
+	fprintf(stderr, "usage: kp-bench-cpu [--payments N] [--warmup W] [--dir DIR]\n"
+			"  W payments to warm up (default 20), then N measured (default 200), on a journal\n"
+			"  in DIR (default /dev/shm if present, else /tmp). Under callgrind use\n"
+			"  --toggle-collect=pay_many and divide the instructions by N.\n");
+	exit(2);
+}
+
+static int int_arg(const char *s, int lo, int hi)
+{
+	char *end;
+	errno = 0;
+	long v = strtol(s, &end, 10);
+	if (errno || *end || v < lo || v > hi)
+		usage();
+	return (int)v;
+}
+
+int main(int argc, char **argv)
+{
+	int n = 200, warm = 20;
+	const char *dir = NULL;
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--payments") == 0 && i + 1 < argc)
+			n = int_arg(argv[++i], 1, 1000000);
+		else if (strcmp(argv[i], "--warmup") == 0 && i + 1 < argc)
+			warm = int_arg(argv[++i], 0, 1000000);
+		else if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc)
+			dir = argv[++i];
+		else
+			usage();
+	}
+	struct stat sb;
+	if (!dir)
+		dir = stat("/dev/shm", &sb) == 0 && S_ISDIR(sb.st_mode) ? "/dev/shm" : "/tmp";
+	char tmp[512], path[600];
+	int len = snprintf(tmp, sizeof(tmp), "%s/kp-bench-cpu-XXXXXX", dir);
+	if (len < 0 || (size_t)len >= sizeof(tmp) || !mkdtemp(tmp)) {
+		fprintf(stderr, "kp-bench-cpu: cannot make a temp dir in %s\n", dir);
+		return 1;
+	}
+	snprintf(path, sizeof(path), "%s/journal.db", tmp);
+	struct run *r = calloc(1, sizeof(*r));
+	if (!r)
+		return 1;
+	kp_env_init_fake(&r->env, &r->world, 42, 1800000000000LL);
+	r->world.quiet = true;
+	r->env.log_level = KP_LOG_ERROR;
+	kp_engine_config cfg;
+	kp_engine_config_defaults(&cfg);
+	if (kp_journal_open(&r->j, path, 0, &r->env) != KP_OK) {
+		fprintf(stderr, "kp-bench-cpu: cannot open %s\n", path);
+		return 1;
+	}
+	kp_engine_deps d = {.env = &r->env, .journal = r->j, .host_ops = &fake_ops, .host = &r->host};
+	if (kp_engine_new(&r->e, &cfg, &d) != KP_OK)
+		return 1;
+	for (int i = 0; i < warm; i++)
+		pay_one(r);
+	double c0 = cpu_s(), t0 = now_s();
+	pay_many(r, n);
+	double cpu = cpu_s() - c0, wall = now_s() - t0;
+	int rc = 0;
+	if (r->failures || r->paid_callbacks != warm + n || r->host.acks != warm + n) {
+		fprintf(stderr, "kp-bench-cpu: %d failures, %d pay callbacks, %lld acks for %d payments\n",
+			r->failures, r->paid_callbacks, (long long)r->host.acks, warm + n);
+		rc = 1;
+	}
+	printf("kp-bench-cpu: %d completed payments (after %d to warm up) through engine + journal, fake host:\n"
+	       "  %.1f us CPU and %.1f us wall each (journal in %s)\n",
+	       n, warm, cpu / n * 1e6, wall / n * 1e6, dir);
+	kp_engine_free(r->e);
+	kp_journal_close(r->j);
+	free(r);
+	nftw(tmp, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+	return rc;
+}
