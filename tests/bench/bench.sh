@@ -2,22 +2,93 @@
 # bench.sh — run kioskpay's benchmarks; they print figures and assert nothing.
 #   tests/bench/bench.sh BUILD_DIR [name...]     (no name: every benchmark)
 # A benchmark is a function bench_<name> below; add one to add a benchmark.
+# Each figure goes into one table printed at the end (figure | value |
+# baseline | ratio | target, the baseline measured in the same run), and each
+# benchmark's figures into BUILD_DIR/bench/<name>.json (all: summary.json).
 set -euo pipefail
 
 build=${1:?usage: bench.sh BUILD_DIR [name...]}
 shift
 [ -d "$build" ] || { echo "bench.sh: no build directory $build" >&2; exit 2; }
+build=$(cd "$build" && pwd)
+here=$(cd "$(dirname "$0")" && pwd)
+res=$build/bench
+mkdir -p "$res"
+rows=$res/rows.tsv
+: >"$rows"
 
 need() {
 	[ -x "$1" ] || { echo "bench.sh: $1 not built (cmake --build $build --target $(basename "$1"))" >&2; exit 1; }
 }
 
+# fig BENCH FIGURE VALUE BASELINE RATIO TARGET: one row of the final table
+# ("-" where a column does not apply).
+fig() {
+	printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "${3:--}" "${4:--}" "${5:--}" "${6:--}" >>"$rows"
+}
+
+# jnum FILE KEY: a number (or true/false) from a flat JSON object.
+jnum() {
+	sed -n "s/.*\"$2\":\([-0-9.eE+a-z]*\).*/\1/p" "$1" | head -n 1
+}
+
+# ratio A B [FORMAT]: A / B, or "-" if either is missing or B is 0.
+ratio() {
+	awk -v a="${1:-}" -v b="${2:-}" -v f="${3:-%.2f}" \
+		'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "-"; else printf f "\n", a / b }'
+}
+
+# json_str TEXT: TEXT as a JSON string.
+json_str() {
+	printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')"
+}
+
+# json_val TEXT: a number as is, anything else as a string.
+json_val() {
+	if [[ $1 =~ ^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$ ]]; then printf '%s' "$1"; else json_str "$1"; fi
+}
+
+# save_json BENCH [DETAIL_FILE]: BUILD_DIR/bench/BENCH.json with BENCH's rows
+# and the program's own figures (a JSON object) under "detail".
+save_json() {
+	local name=$1 detail=${2:-} first=1 b f v base r t
+	{
+		printf '{"bench":%s,"date":%s,"host":%s,"load1":%s,"rows":[' "$(json_str "$name")" \
+			"$(json_str "$(date -u +%Y-%m-%dT%H:%M:%SZ)")" "$(json_str "$(uname -nm)")" \
+			"$(cut -d' ' -f1 /proc/loadavg)"
+		while IFS=$'\t' read -r b f v base r t; do
+			[ "$b" = "$name" ] || continue
+			[ $first = 1 ] || printf ','
+			first=0
+			printf '{"figure":%s,"value":%s,"baseline":%s,"ratio":%s,"target":%s}' "$(json_str "$f")" \
+				"$(json_val "$v")" "$(json_val "$base")" "$(json_val "$r")" "$(json_str "$t")"
+		done <"$rows"
+		printf '],"detail":'
+		if [ -n "$detail" ] && [ -s "$detail" ]; then tr -d '\n' <"$detail"; else printf 'null'; fi
+		printf '}\n'
+	} >"$res/$name.json"
+}
+
 # The journal: commits/s against plain SQLite, syncs and bytes per payment.
 # BENCH_DIR picks the file system to measure on (default /tmp).
 bench_journal() {
-	local bin=$build/tests/bench/kp-bench-journal
+	local bin=$build/tests/bench/kp-bench-journal j=$res/journal-detail.json
 	need "$bin"
-	"$bin" --dir "${BENCH_DIR:-/tmp}" ${BENCH_JOURNAL_ARGS:-}
+	"$bin" --dir "${BENCH_DIR:-/tmp}" --json "$j" ${BENCH_JOURNAL_ARGS:-}
+	local ja bb sp kp bsp bkp pj pn sn kn fps
+	ja=$(jnum "$j" journal_commits_per_s) bb=$(jnum "$j" baseline_commits_per_s)
+	sp=$(jnum "$j" syncs_per_payment) kp=$(jnum "$j" kib_per_payment)
+	bsp=$(jnum "$j" baseline_syncs_per_payment) bkp=$(jnum "$j" baseline_kib_per_payment)
+	pj=$(jnum "$j" vsnaive_journal_payments_per_s) pn=$(jnum "$j" naive_payments_per_s)
+	sn=$(jnum "$j" naive_syncs_per_payment) kn=$(jnum "$j" naive_kib_per_payment) fps=$(jnum "$j" fsync_per_s)
+	fig journal "journal commits/s (baseline: plain SQLite, same pragmas)" "$ja" "$bb" "$(ratio "$ja" "$bb")" ">= 0.8x"
+	fig journal "journal commits/s (baseline: raw 4 KiB append+fdatasync)" "$ja" "$fps" "$(ratio "$ja" "$fps")" "bound"
+	fig journal "syncs per completed payment (baseline: 4 bare commits)" "$sp" "$bsp" "$(ratio "$sp" "$bsp")" "<= 4"
+	fig journal "KiB written per completed payment (baseline: 4 bare commits)" "$kp" "$bkp" "$(ratio "$kp" "$bkp")" "<= 16"
+	fig journal "payments/s, journal (baseline: naive design)" "$pj" "$pn" "$(ratio "$pj" "$pn")" "> 1x"
+	fig journal "syncs per payment, naive design (baseline: journal)" "$sn" "$sp" "$(ratio "$sn" "$sp")" "-"
+	fig journal "KiB per payment, naive design (baseline: journal)" "$kn" "$kp" "$(ratio "$kn" "$kp")" "-"
+	save_json journal "$j"
 }
 
 # The whole stack: CoAP -> engine -> journal -> TLS -> simulator -> confirm ->
@@ -59,6 +130,220 @@ bench_sale() {
 	awk -v a="$stack" -v b="$jonly" 'BEGIN { if (b > 0) printf "ratio full/journal = %.2f (target >= 0.5)\n", a / b }'
 	echo "kioskpayd peak RSS (VmHWM): $rss KiB (target < 8192 KiB)"
 	rm -rf "$dir"
+	local p50 p99
+	p50=$(echo "$out" | sed -n 's/.*"order_to_paid_ms_p50":\([0-9.]*\).*/\1/p')
+	p99=$(echo "$out" | sed -n 's/.*"order_to_paid_ms_p99":\([0-9.]*\).*/\1/p')
+	fig sale "full stack payments/s (baseline: journal only)" "$stack" "$jonly" "$(ratio "$stack" "$jonly")" ">= 0.5x"
+	fig sale "order->paid p50 ms" "$p50" - - -
+	fig sale "order->paid p99 ms" "$p99" - - -
+	fig sale "kioskpayd peak RSS KiB (VmHWM)" "$rss" - - "< 8192"
+	echo "$out" >"$res/sale-detail.json"
+	save_json sale "$res/sale-detail.json"
+}
+
+# The host link: full TLS handshakes per 1000 payments with no cut, with
+# host-side cuts (resumed) and with host restarts (full); ping and
+# query_payment round trips beside a plain TCP echo of the same sizes.
+# BENCH_LINK_PAYMENTS (default 2000), BENCH_LINK_CUTS (5).
+bench_link() {
+	local bin=$build/tests/bench/kp-bench-link j=$res/link-detail.json
+	need "$bin"
+	need "$build/tests/hostsim/kp-hostsim"
+	local k=${BENCH_LINK_PAYMENTS:-2000} r=${BENCH_LINK_CUTS:-5}
+	"$bin" --payments "$k" --cuts "$r" --round-trips "${BENCH_LINK_TRIPS:-5000}" --dir "${BENCH_DIR:-/tmp}" \
+		--hostsim "$build/tests/hostsim/kp-hostsim" --pki "$build/tests/pki/kp-pki" --json "$j"
+	local v b x q
+	fig link "full TLS handshakes per 1000 payments, nothing restarts" "$(jnum "$j" none_full_per_1000)" - - "<= 1"
+	fig link "full handshakes per 1000 payments, $r host restarts in $k" "$(jnum "$j" restart_full_per_1000)" \
+		- - "(1+$r)/$k*1000"
+	fig link "resumed handshakes per 1000 payments, $r host cuts in $k" "$(jnum "$j" kick_resumed_per_1000)" \
+		- - "$r/$k*1000, 0 full"
+	fig link "full handshakes per 1000 payments, $r host cuts in $k" "$(jnum "$j" kick_full_per_1000)" - - "<= 1"
+	for x in ping query; do
+		for q in p50 p99; do
+			v=$(jnum "$j" "${x}_${q}_us") b=$(jnum "$j" "echo_${x}_${q}_us")
+			fig link "$x round trip $q us (baseline: TCP echo, same sizes)" "$v" "$b" "$(ratio "$v" "$b" %.1f)" -
+		done
+	done
+	save_json link "$j"
+}
+
+# Boot after a power cut: ready-to-sell and replay time of kioskpayd for
+# BENCH_REPLAY_COUNTS in-flight attempts (default "1000 10000 100000"), each
+# replay bounded by BENCH_REPLAY_TIMEOUT seconds (default 60; an unfinished one
+# reports how far it got and the rate it reached).
+bench_replay() {
+	local bin=$build/tests/bench/kp-bench-replay n j first=1 prev_n="" prev_t=""
+	need "$bin"
+	local detail=$res/replay-detail.json
+	printf '{"runs":[' >"$detail"
+	for n in ${BENCH_REPLAY_COUNTS:-1000 10000 100000}; do
+		j=$res/replay-$n.json
+		"$bin" --count "$n" --dir "${BENCH_DIR:-/tmp}" --timeout "${BENCH_REPLAY_TIMEOUT:-60}" --json "$j" \
+			--samples "$res/replay-$n.dat" --kioskpayd "$build/app/kioskpayd/kioskpayd" \
+			--hostsim "$build/tests/hostsim/kp-hostsim" --pki "$build/tests/pki/kp-pki"
+		[ $first = 1 ] || printf ',' >>"$detail"
+		first=0
+		tr -d '\n' <"$j" >>"$detail"
+		local ready empty done t proj host reached val
+		ready=$(jnum "$j" ready_ms) empty=$(jnum "$j" ready_empty_ms) done=$(jnum "$j" done)
+		t=$(jnum "$j" replay_s) proj=$(jnum "$j" projected_s) host=$(jnum "$j" host_limit_s)
+		reached=$(jnum "$j" reached)
+		fig replay "ready-to-sell ms, $n in flight (baseline: empty journal)" "$ready" "$empty" \
+			"$(ratio "$ready" "$empty")" "< 200"
+		if [ "$done" = true ]; then
+			val=$t
+		else
+			val=">= $proj (unfinished: $reached done in ${BENCH_REPLAY_TIMEOUT:-60} s)"
+		fi
+		fig replay "replay s, $n in flight (baseline: host limit, same cancels pipelined)" "$val" "$host" \
+			"$(ratio "$proj" "$host" %.1f)" "$([ "$n" = 10000 ] && echo '< 2' || echo linear)"
+		if [ -n "$prev_n" ]; then
+			fig replay "replay time growth ${prev_n} -> $n in flight" "$(ratio "$proj" "$prev_t" %.1f)x" \
+				"$(ratio "$n" "$prev_n" %.0f)x" "$(ratio "$(ratio "$proj" "$prev_t" %.3f)" "$(ratio "$n" "$prev_n" %.3f)")" \
+				"1 (linear)"
+		fi
+		prev_n=$n prev_t=$proj
+	done
+	printf ']}\n' >>"$detail"
+	save_json replay "$detail"
+}
+
+# CPU: instructions for one completed payment through engine + journal (fake
+# host, fake clock), counted by callgrind, beside the same 4 commits as bare
+# single-row SQLite. Stable on a busy machine: kernel time (fsync) is not counted.
+bench_cpu() {
+	local bin=$build/tests/bench/kp-bench-cpu n=${BENCH_CPU_PAYMENTS:-200}
+	need "$bin"
+	if ! command -v valgrind >/dev/null; then
+		echo "bench cpu: valgrind not installed (./run bench installs it)"
+		"$bin" --payments "$n"
+		return 0
+	fi
+	local mode fn ir pay base
+	for mode in pay base; do
+		fn=pay_many
+		[ $mode = base ] && fn=base_many
+		valgrind --tool=callgrind --callgrind-out-file="$res/callgrind-$mode.out" --toggle-collect=$fn \
+			"$bin" --payments "$n" $([ $mode = base ] && echo --baseline) >"$res/callgrind-$mode.log" 2>&1
+		ir=$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$res/callgrind-$mode.log")
+		[ $mode = pay ] && pay=$((ir / n)) || base=$((ir / n))
+	done
+	callgrind_annotate --inclusive=yes "$res/callgrind-pay.out" 2>/dev/null |
+		grep -E 'kp_|event_add|success_in_txn|apply_|due_|pay_' | head -n 20 >"$res/callgrind-top.txt" || true
+	echo "instructions per completed payment (engine + journal, fake host): $pay"
+	echo "instructions per 4 bare single-row SQLite commits:               $base"
+	echo "ratio $(ratio "$pay" "$base" %.1f); heaviest kp functions (inclusive) in $res/callgrind-top.txt:"
+	head -n 8 "$res/callgrind-top.txt" | sed 's/^/  /'
+	fig cpu "instructions per completed payment, engine+journal (baseline: 4 bare SQLite commits)" \
+		"$pay" "$base" "$(ratio "$pay" "$base" %.1f)" "stable"
+	printf '{"payments":%s,"instructions_per_payment":%s,"baseline_instructions":%s}\n' "$n" "$pay" "$base" \
+		>"$res/cpu-detail.json"
+	save_json cpu "$res/cpu-detail.json"
+}
+
+# Stripped size of kioskpayd: this build, and the ARM cross builds next to it
+# (build/aarch64, build/armhf) if they exist, with their build type.
+bench_size() {
+	local top dir arch strip_bin bin tmp size full type
+	top=$(dirname "$build")
+	tmp=$(mktemp)
+	for arch in host aarch64 armhf; do
+		case $arch in
+		host) dir=$build strip_bin=strip ;;
+		aarch64) dir=$top/aarch64 strip_bin=aarch64-linux-gnu-strip ;;
+		armhf) dir=$top/armhf strip_bin=arm-linux-gnueabihf-strip ;;
+		esac
+		bin=$dir/app/kioskpayd/kioskpayd
+		[ -x "$bin" ] || { [ $arch = host ] && need "$bin"; continue; }
+		command -v "$strip_bin" >/dev/null || { echo "bench size: no $strip_bin"; continue; }
+		"$strip_bin" -o "$tmp" "$bin"
+		size=$(stat -c %s "$tmp") full=$(stat -c %s "$bin")
+		type=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$dir/CMakeCache.txt" 2>/dev/null)
+		echo "kioskpayd $arch (${type:-?}): $size bytes stripped ($full unstripped)"
+		fig size "kioskpayd stripped bytes, $arch ${type:-?} (baseline: unstripped)" "$size" "$full" \
+			"$(ratio "$size" "$full")" -
+	done
+	rm -f "$tmp"
+	save_json size
+}
+
+# Payments/s against load: BENCH_SCALE_CLIENTS concurrent customers (kp-load
+# processes, default "1 2 4 8"), BENCH_SCALE_ORDERS each (default 100), against
+# one kioskpayd and one simulator.
+bench_scale() {
+	local pki=$build/tests/pki/kp-pki sim=$build/tests/hostsim/kp-hostsim
+	local daemon=$build/app/kioskpayd/kioskpayd load=$build/tests/load/kp-load
+	need "$pki"; need "$sim"; need "$daemon"; need "$load"
+	local dir c i n=${BENCH_SCALE_ORDERS:-100} one="" dat=$res/scale.dat
+	dir=$(mktemp -d "${BENCH_DIR:-/tmp}/kp-bench-scale-XXXXXX")
+	local hp=$((20000 + RANDOM % 10000)) cp=$((30000 + RANDOM % 10000)) ap=$((40000 + RANDOM % 10000))
+	"$pki" "$dir/pki" >/dev/null
+	"$sim" --listen "127.0.0.1:$hp" --control "127.0.0.1:$cp" --ledger "$dir/ledger.db" \
+		--ca "$dir/pki/ca.crt" --cert "$dir/pki/host.crt" --key "$dir/pki/host.key" >"$dir/sim.log" 2>&1 &
+	local sim_pid=$!
+	printf '%s\n' "[journal]" "path = $dir/state/journal.db" "[api]" "listen = 127.0.0.1:$ap" \
+		"[host]" "address = 127.0.0.1:$hp" "server_name = localhost" "ca = $dir/pki/ca.crt" \
+		"cert = $dir/pki/device.crt" "key = $dir/pki/device.key" "[device]" "id = kiosk-dev-1" \
+		"[payment]" "max_amount = 100000" "[log]" "level = warn" >"$dir/k.ini"
+	sleep 0.3
+	"$daemon" -c "$dir/k.ini" >"$dir/daemon.log" 2>&1 &
+	local d_pid=$!
+	sleep 0.7
+	echo "# clients paid_per_s p50_ms p99_ms (orders per client: $n)" >"$dat"
+	for c in ${BENCH_SCALE_CLIENTS:-1 2 4 8}; do
+		local pids=() t0 t1 paid=0 p50=0 p99=0 f
+		t0=$(date +%s.%N)
+		for i in $(seq 1 "$c"); do
+			"$load" --api "127.0.0.1:$ap" --control "127.0.0.1:$cp" --orders "$n" --prefix "s$c-$i" \
+				--seed "$i" >"$dir/load-$c-$i.json" 2>/dev/null &
+			pids+=($!)
+		done
+		wait "${pids[@]}" || true
+		t1=$(date +%s.%N)
+		for i in $(seq 1 "$c"); do
+			f=$dir/load-$c-$i.json
+			paid=$((paid + $(jnum "$f" paid)))
+			p50=$(awk -v a="$p50" -v b="$(jnum "$f" order_to_paid_ms_p50)" 'BEGIN { print (b > a ? b : a) }')
+			p99=$(awk -v a="$p99" -v b="$(jnum "$f" order_to_paid_ms_p99)" 'BEGIN { print (b > a ? b : a) }')
+		done
+		local rate
+		rate=$(awk -v p="$paid" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", p / (b - a) }')
+		[ -n "$one" ] || one=$rate
+		echo "$c concurrent customers: $paid paid in $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }') s" \
+			"= $rate payments/s, order->paid p50 <= $p50 ms, p99 <= $p99 ms (worst client)"
+		echo "$c $rate $p50 $p99" >>"$dat"
+		fig scale "payments/s, $c concurrent customers (baseline: 1)" "$rate" "$one" "$(ratio "$rate" "$one")" -
+		fig scale "order->paid p99 ms, $c concurrent customers" "$p99" - - -
+	done
+	kill "$d_pid" "$sim_pid" 2>/dev/null || true
+	wait "$d_pid" "$sim_pid" 2>/dev/null || true
+	rm -rf "$dir"
+	save_json scale
+}
+
+print_table() {
+	[ -s "$rows" ] || return 0
+	echo
+	echo "== results ($(cut -d' ' -f1-3 /proc/loadavg) load; JSON in $res)"
+	{
+		printf 'bench\tfigure\tvalue\tbaseline\tratio\ttarget\n'
+		cat "$rows"
+	} | column -t -s $'\t' | tee "$res/table.txt"
+	local f first=1
+	{
+		printf '['
+		for f in "$res"/{cpu,journal,link,replay,sale,scale,size}.json; do
+			[ -f "$f" ] && [ "$f" -nt "$rows.start" ] || continue
+			[ $first = 1 ] || printf ','
+			first=0
+			tr -d '\n' <"$f"
+		done
+		printf ']\n'
+	} >"$res/summary.json"
+	if command -v gnuplot >/dev/null && [ -x "$here/plot.sh" ]; then
+		"$here/plot.sh" "$res" "$res/performance.png" && echo "plot: $res/performance.png"
+	fi
 }
 
 known=$(declare -F | awk '{print $3}' | sed -n 's/^bench_//p')
@@ -70,7 +355,9 @@ for n in "${names[@]}"; do
 		exit 2
 	fi
 done
+touch "$rows.start"
 for n in "${names[@]}"; do
 	echo "== bench $n"
 	"bench_$n"
 done
+print_table

@@ -7,6 +7,7 @@
  * Without valgrind it prints the wall and CPU time per payment instead. */
 #include <errno.h>
 #include <ftw.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -136,6 +137,61 @@ __attribute__((noinline)) static void pay_many(struct run *r, int n)
 		pay_one(r);
 }
 
+/* The baseline: the same 4 commits per payment as bare single-row SQLite
+ * statements (WAL, synchronous=FULL, the journal's page size). */
+struct base {
+	sqlite3 *db;
+	sqlite3_stmt *ins, *upd;
+	int next;
+};
+
+static int base_open(struct base *b, const char *path)
+{
+	static const char *const setup[] = {
+		"PRAGMA page_size=1024", "PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL",
+		"CREATE TABLE t(id INTEGER PRIMARY KEY, state TEXT NOT NULL, at INTEGER NOT NULL)",
+	};
+	if (sqlite3_open_v2(path, &b->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK)
+		return -1;
+	for (size_t i = 0; i < sizeof(setup) / sizeof(setup[0]); i++)
+		if (sqlite3_exec(b->db, setup[i], NULL, NULL, NULL) != SQLITE_OK)
+			return -1;
+	if (sqlite3_prepare_v2(b->db, "INSERT INTO t VALUES(?1,'pending',?1)", -1, &b->ins, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(b->db, "UPDATE t SET state=?2, at=?1 WHERE id=?1", -1, &b->upd, NULL) != SQLITE_OK)
+		return -1;
+	return 0;
+}
+
+static int base_step(sqlite3_stmt *st)
+{
+	int rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+static int base_one(struct base *b)
+{
+	static const char *const states[] = {"paying", "paid", "fulfilled"};
+	int id = ++b->next, bad = 0;
+	sqlite3_bind_int(b->ins, 1, id);
+	bad |= base_step(b->ins);
+	for (int k = 0; k < 3; k++) {
+		sqlite3_bind_int(b->upd, 1, id);
+		sqlite3_bind_text(b->upd, 2, states[k], -1, SQLITE_STATIC);
+		bad |= base_step(b->upd);
+	}
+	return bad;
+}
+
+/* What callgrind measures for the baseline (--toggle-collect=base_many). */
+__attribute__((noinline)) static int base_many(struct base *b, int n)
+{
+	int bad = 0;
+	for (int i = 0; i < n; i++)
+		bad |= base_one(b);
+	return bad;
+}
+
 static double cpu_s(void)
 {
 	struct rusage ru;
@@ -161,10 +217,11 @@ static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: kp-bench-cpu [--payments N] [--warmup W] [--dir DIR]\n"
+	fprintf(stderr, "usage: kp-bench-cpu [--payments N] [--warmup W] [--dir DIR] [--baseline]\n"
 			"  W payments to warm up (default 20), then N measured (default 200), on a journal\n"
 			"  in DIR (default /dev/shm if present, else /tmp). Under callgrind use\n"
-			"  --toggle-collect=pay_many and divide the instructions by N.\n");
+			"  --toggle-collect=pay_many and divide the instructions by N. --baseline: the same\n"
+			"  4 commits per payment as bare single-row SQLite (--toggle-collect=base_many).\n");
 	exit(2);
 }
 
@@ -182,6 +239,7 @@ int main(int argc, char **argv)
 {
 	int n = 200, warm = 20;
 	const char *dir = NULL;
+	bool baseline = false;
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--payments") == 0 && i + 1 < argc)
 			n = int_arg(argv[++i], 1, 1000000);
@@ -189,6 +247,8 @@ int main(int argc, char **argv)
 			warm = int_arg(argv[++i], 0, 1000000);
 		else if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc)
 			dir = argv[++i];
+		else if (strcmp(argv[i], "--baseline") == 0)
+			baseline = true;
 		else
 			usage();
 	}
@@ -202,6 +262,20 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	snprintf(path, sizeof(path), "%s/journal.db", tmp);
+	if (baseline) {
+		struct base b = {0};
+		int bad = base_open(&b, path) != 0 || base_many(&b, warm) != 0;
+		double c0 = cpu_s(), t0 = now_s();
+		bad |= base_many(&b, n);
+		double cpu = cpu_s() - c0, wall = now_s() - t0;
+		sqlite3_finalize(b.ins);
+		sqlite3_finalize(b.upd);
+		sqlite3_close(b.db);
+		nftw(tmp, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+		printf("kp-bench-cpu --baseline: %d x 4 bare single-row SQLite commits: %.1f us CPU, %.1f us wall "
+		       "per 4\n", n, cpu / n * 1e6, wall / n * 1e6);
+		return bad ? 1 : 0;
+	}
 	struct run *r = calloc(1, sizeof(*r));
 	if (!r)
 		return 1;
