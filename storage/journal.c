@@ -62,6 +62,7 @@ enum st {
 	ST_ORDER_SET,
 	ST_ATTEMPT_GET,
 	ST_ATTEMPT_LIVE,
+	ST_ATTEMPT_KEPT,
 	ST_ATTEMPT_ADD,
 	ST_ATTEMPT_SET,
 	ST_ATTEMPTS_OF_ORDER,
@@ -97,6 +98,7 @@ static const char *const sql_text[ST__COUNT] = {
 	[ST_ORDER_SET] = "UPDATE orders SET state=?3, updated_at=?4 WHERE order_id=?1 AND state=?2",
 	[ST_ATTEMPT_GET] = "SELECT " ATTEMPT_COLS " FROM attempts WHERE attempt_id=?1",
 	[ST_ATTEMPT_LIVE] = "SELECT " ATTEMPT_COLS " FROM attempts WHERE order_id=?1 AND state IN " LIVE,
+	[ST_ATTEMPT_KEPT] = "SELECT " ATTEMPT_COLS " FROM attempts WHERE order_id=?1 AND state = 'succeeded'",
 	[ST_ATTEMPT_ADD] = "INSERT INTO attempts(" ATTEMPT_COLS ") "
 			   "VALUES(?1,?2,?3,?4,'paying','','',?5,?5,?6,0)",
 	[ST_ATTEMPT_SET] = "UPDATE attempts SET state=?2, host_txn=?3, qr=?4, updated_at=?5, "
@@ -119,7 +121,9 @@ static const char *const sql_text[ST__COUNT] = {
 	[ST_DUE_REFUNDS] = "SELECT " REFUND_COLS " FROM refunds WHERE state IN " REFUND_OPEN
 			   " AND next_check_at<=?1 ORDER BY next_check_at LIMIT ?2",
 	[ST_EXPIRED_ORDERS] = "SELECT " ORDER_COLS " FROM orders INDEXED BY orders_pending "
-			      "WHERE state='pending' AND expires_at<=?1 ORDER BY expires_at LIMIT ?2",
+			      "WHERE state='pending' AND expires_at<=?1 AND NOT EXISTS (SELECT 1 FROM attempts a "
+			      "WHERE a.order_id=orders.order_id AND a.state IN " LIVE ") "
+			      "ORDER BY expires_at LIMIT ?2",
 	/* At boot only: a scan of the table. */
 	[ST_PAID_UNFULFILLED] = "SELECT " ORDER_COLS " FROM orders WHERE state='paid' AND created_at<?1 "
 				"ORDER BY created_at LIMIT ?2",
@@ -200,6 +204,11 @@ static kp_err map_rc(kp_journal *j, int rc)
 }
 
 /* Was the last error a UNIQUE violation naming these columns ("t.c")? */
+bool kp_journal_in_txn(const kp_journal *j)
+{
+	return j && j->depth > 0 && !sqlite3_get_autocommit(j->db);
+}
+
 static bool unique_on(const kp_journal *j, const char *cols)
 {
 	const char *p = strstr(j->errmsg, "UNIQUE constraint failed: ");
@@ -1262,6 +1271,14 @@ kp_err kp_journal_attempt_live(kp_journal *j, const char *order_id, kp_attempt *
 		return KP_ERR_INVALID;
 	TRY(heal(j));
 	return attempt_get(j, ST_ATTEMPT_LIVE, order_id, out);
+}
+
+kp_err kp_journal_attempt_kept(kp_journal *j, const char *order_id, kp_attempt *out)
+{
+	if (!j || !out || !id_ok(order_id))
+		return KP_ERR_INVALID;
+	TRY(heal(j));
+	return attempt_get(j, ST_ATTEMPT_KEPT, order_id, out);
 }
 
 kp_err kp_journal_attempt_begin(kp_journal *j, const kp_attempt_new *req, kp_attempt *out)

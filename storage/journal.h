@@ -126,6 +126,9 @@ const char *kp_journal_errmsg(const kp_journal *j);
 kp_err kp_journal_begin(kp_journal *j) KP_MUST_USE;
 kp_err kp_journal_commit(kp_journal *j) KP_MUST_USE;
 void kp_journal_rollback(kp_journal *j);
+/* True inside begin/commit while SQLite's transaction is still open (a
+ * statement error such as a full disk can end it early). */
+bool kp_journal_in_txn(const kp_journal *j);
 
 /* ---- orders ---- */
 
@@ -170,6 +173,9 @@ kp_err kp_journal_attempt_begin(kp_journal *j, const kp_attempt_new *req, kp_att
 kp_err kp_journal_attempt_get(kp_journal *j, const char *attempt_id, kp_attempt *out) KP_MUST_USE;
 /* The live attempt of an order (created/paying/canceling); KP_ERR_NOT_FOUND if none. */
 kp_err kp_journal_attempt_live(kp_journal *j, const char *order_id, kp_attempt *out) KP_MUST_USE;
+/* The kept success of an order (state succeeded; the schema allows one);
+ * KP_ERR_NOT_FOUND if none. */
+kp_err kp_journal_attempt_kept(kp_journal *j, const char *order_id, kp_attempt *out) KP_MUST_USE;
 
 typedef struct kp_attempt_move {
 	kp_attempt_state from;
@@ -241,7 +247,8 @@ kp_err kp_journal_due_attempts(kp_journal *j, int64_t due_before, size_t limit,
 typedef kp_err (*kp_refund_fn)(void *arg, const kp_refund *r);
 kp_err kp_journal_due_refunds(kp_journal *j, int64_t due_before, size_t limit,
 			      kp_refund_fn fn, void *arg) KP_MUST_USE;
-/* Orders in `pending` whose expires_at <= now (to expire them). */
+/* Orders in `pending` whose expires_at <= now and that have no live attempt
+ * (to expire them; a live attempt ends first, and a success then still counts). */
 typedef kp_err (*kp_order_fn)(void *arg, const kp_order *o);
 kp_err kp_journal_expired_orders(kp_journal *j, int64_t now, size_t limit, kp_order_fn fn,
 				 void *arg) KP_MUST_USE;

@@ -60,6 +60,7 @@ struct kp_engine {
 	bool batching;
 	struct deferred *held;
 	size_t nheld, capheld;
+	bool batch_failed;       /* a step of this tick's batch failed */
 	/* Earliest wall time anything scheduled is due; 0 = look now. */
 	int64_t next_due;
 };
@@ -209,7 +210,7 @@ static kp_err send_req(kp_engine *e, enum req_kind kind, const kp_host_msg *req,
 }
 
 static kp_err send_attempt_op(kp_engine *e, kp_host_op op, const kp_attempt *a, int64_t expires_at,
-			      struct pay_op *pay)
+			      const char *currency, struct pay_op *pay)
 {
 	kp_host_msg m;
 	memset(&m, 0, sizeof(m));
@@ -222,7 +223,7 @@ static kp_err send_attempt_op(kp_engine *e, kp_host_op op, const kp_attempt *a, 
 		m.amount = a->amount;
 		m.has_amount = true;
 		copy_id(m.channel, sizeof(m.channel), a->channel);
-		copy_id(m.currency, sizeof(m.currency), e->cfg.currency);
+		copy_id(m.currency, sizeof(m.currency), currency);
 		m.expires_at = expires_at;
 	} else if (op == KP_OP_CANCEL_PAYMENT) {
 		kind = REQ_CANCEL;
@@ -313,7 +314,7 @@ static void pay_start_attempt(kp_engine *e, struct pay_op *op)
 	notify(e, op->order_id);
 	kp_log_info(e->d.env, "order %s: attempt %s paying on %s", op->order_id, a.attempt_id, a.channel);
 	op->stage = PAY_WAIT_CREATE;
-	err = send_attempt_op(e, KP_OP_CREATE_PAYMENT, &a, o.expires_at, op);
+	err = send_attempt_op(e, KP_OP_CREATE_PAYMENT, &a, o.expires_at, o.currency, op);
 	if (err == KP_OK)
 		return;
 	/* Not queued: the host never saw this id, so failing it is safe. */
@@ -400,7 +401,7 @@ kp_err kp_engine_pay(kp_engine *e, const char *order_id, const char *channel, kp
 		notify(e, order_id);
 	}
 	op->stage = PAY_WAIT_CANCEL;
-	err = send_attempt_op(e, KP_OP_CANCEL_PAYMENT, &live, 0, op);
+	err = send_attempt_op(e, KP_OP_CANCEL_PAYMENT, &live, 0, NULL, op);
 	if (err != KP_OK)
 		pay_finish(e, op, KP_ERR_BUSY);
 	return KP_OK;
@@ -435,22 +436,16 @@ static kp_err refund_create_in_txn(kp_engine *e, const char *order_id, const cha
 /* Does the order have a kept success other than attempt `except`? */
 static kp_err order_has_kept_success(kp_engine *e, const char *order_id, const char *except, bool *yes)
 {
-	kp_attempt arr[32];
-	size_t n = 0;
-	kp_err err = kp_journal_attempts_of_order(e->d.journal, order_id, arr, 32, &n);
-	if (err != KP_OK)
-		return err;
-	*yes = false;
-	for (size_t i = 0; i < n; i++)
-		if (arr[i].state == KP_ATTEMPT_SUCCEEDED && strcmp(arr[i].attempt_id, except) != 0)
-			*yes = true;
-	return KP_OK;
+	kp_attempt k;
+	kp_err err = kp_journal_attempt_kept(e->d.journal, order_id, &k);
+	*yes = err == KP_OK && strcmp(k.attempt_id, except) != 0;
+	return err == KP_ERR_NOT_FOUND ? KP_OK : err;
 }
 
 /* A capture for attempt a. Inside a transaction. Decides: keep it (order paid)
  * or keep it and refund it. *refund_made tells the caller to send the refund. */
 static kp_err success_in_txn(kp_engine *e, const kp_attempt *a, const char *host_txn, int64_t amount,
-			     const char *cause, kp_refund *refund, bool *refund_made)
+			     const char *currency, const char *cause, kp_refund *refund, bool *refund_made)
 {
 	*refund_made = false;
 	bool ours = a->host_txn[0] != '\0';
@@ -477,8 +472,8 @@ static kp_err success_in_txn(kp_engine *e, const kp_attempt *a, const char *host
 	int64_t now = now_wall(e);
 	kp_refund_reason reason = KP_REASON_DUPLICATE;
 	bool keep = false;
-	if (amount != a->amount) {
-		reason = KP_REASON_AMOUNT_MISMATCH;
+	if (amount != a->amount || (currency && currency[0] && strcmp(currency, o.currency) != 0)) {
+		reason = KP_REASON_AMOUNT_MISMATCH; /* another amount or currency than asked */
 	} else if (o.state == KP_ORDER_PENDING) {
 		bool other = false;
 		err = order_has_kept_success(e, a->order_id, a->attempt_id, &other);
@@ -542,7 +537,7 @@ static void apply_payment(kp_engine *e, const char *attempt_id, const kp_host_ms
 	if (strcmp(p->status, "succeeded") == 0) {
 		err = kp_journal_begin(e->d.journal);
 		if (err == KP_OK)
-			err = success_in_txn(e, &a, p->host_txn, p->amount, cause, &refund, &refund_made);
+			err = success_in_txn(e, &a, p->host_txn, p->amount, NULL, cause, &refund, &refund_made);
 		if (err == KP_OK)
 			err = kp_journal_commit(e->d.journal);
 		else
@@ -570,26 +565,32 @@ static void apply_payment(kp_engine *e, const char *attempt_id, const kp_host_ms
 		 * create_payment with this id can never capture. */
 		if (!kp_attempt_state_live(a.state))
 			return;
-		if (a.state != KP_ATTEMPT_CANCELING) {
-			if (a.state == KP_ATTEMPT_CREATED) {
-				kp_attempt_move c = {.from = KP_ATTEMPT_CREATED, .to = KP_ATTEMPT_PAYING,
-						     .now = now, .next_check_at = now, .cause = cause};
-				err = attempt_move(e, a.attempt_id, &c);
-				if (err != KP_OK)
-					goto out;
-				a.state = KP_ATTEMPT_PAYING;
-			}
-			m.from = a.state;
-			m.to = KP_ATTEMPT_CANCELING;
-			m.next_check_at = now + e->cfg.request_timeout_ms;
-			m.cause = "host does not know the attempt";
+		if (a.state == KP_ATTEMPT_CANCELING) {
+			/* Already canceling: the reconciler resends with backoff, not now. */
+			m.next_check_at = now + backoff(e->cfg.query_backoff_min_ms, e->cfg.query_backoff_max_ms,
+							a.tries + 1);
+			m.count_try = true;
 			err = attempt_move(e, a.attempt_id, &m);
+			goto out;
+		}
+		if (a.state == KP_ATTEMPT_CREATED) {
+			kp_attempt_move c = {.from = KP_ATTEMPT_CREATED, .to = KP_ATTEMPT_PAYING,
+					     .now = now, .next_check_at = now, .cause = cause};
+			err = attempt_move(e, a.attempt_id, &c);
 			if (err != KP_OK)
 				goto out;
+			a.state = KP_ATTEMPT_PAYING;
 		}
+		m.from = a.state;
+		m.to = KP_ATTEMPT_CANCELING;
+		m.next_check_at = now + e->cfg.request_timeout_ms;
+		m.cause = "host does not know the attempt";
+		err = attempt_move(e, a.attempt_id, &m);
+		if (err != KP_OK)
+			goto out;
 		notify(e, a.order_id);
 		a.state = KP_ATTEMPT_CANCELING;
-		(void)send_attempt_op(e, KP_OP_CANCEL_PAYMENT, &a, 0, NULL);
+		(void)send_attempt_op(e, KP_OP_CANCEL_PAYMENT, &a, 0, NULL, NULL);
 		return;
 	} else {
 		kp_log_error(e->d.env, "attempt %s: host status '%s' not understood", attempt_id, p->status);
@@ -762,7 +763,7 @@ void kp_engine_on_confirm(kp_engine *e, const kp_host_msg *c)
 	err = KP_OK;
 	if (rec.status == KP_CONFIRM_SUCCEEDED) {
 		if (known) {
-			err = success_in_txn(e, &a, rec.host_txn, rec.amount, "confirm", &refund, &refund_made);
+			err = success_in_txn(e, &a, rec.host_txn, rec.amount, rec.currency, "confirm", &refund, &refund_made);
 		} else {
 			/* A capture for an attempt we never made: keep it, refund it. */
 			err = refund_create_in_txn(e, NULL, rec.attempt_id, rec.host_txn, rec.amount,
@@ -843,9 +844,11 @@ static kp_err due_refund(void *arg, const kp_refund *r)
 	if (kp_journal_begin(e->d.journal) != KP_OK)
 		return KP_OK;
 	refund_step(e, r);
-	if (kp_journal_commit(e->d.journal) != KP_OK)
-		e->nheld = held; /* its savepoint is gone: so is what it would have said */
-	return KP_OK;
+	if (kp_journal_commit(e->d.journal) == KP_OK)
+		return KP_OK;
+	e->nheld = held; /* its savepoint is gone: so is what it would have said */
+	e->batch_failed = true;
+	return kp_journal_in_txn(e->d.journal) ? KP_OK : KP_ERR_IO;
 }
 
 /* ---------- attempts on the timer ---------- */
@@ -859,12 +862,19 @@ static kp_err due_attempt(void *arg, const kp_attempt *a)
 	size_t held = e->nheld;
 	if (kp_journal_begin(e->d.journal) != KP_OK)
 		return KP_OK;
-	if (due_attempt_step(e, a) == KP_OK && kp_journal_commit(e->d.journal) == KP_OK)
+	kp_err err = due_attempt_step(e, a);
+	if (err != KP_OK)
+		kp_journal_rollback(e->d.journal);
+	else
+		err = kp_journal_commit(e->d.journal); /* ends this level even when it fails */
+	if (err == KP_OK)
 		return KP_OK;
-	kp_journal_rollback(e->d.journal);
-	e->nheld = held;
-	kp_log_error(e->d.env, "attempt %s: reconciler step failed; retried next time", a->attempt_id);
-	return KP_OK;
+	e->nheld = held; /* its savepoint is gone: so is what it would have said */
+	e->batch_failed = true;
+	kp_log_error(e->d.env, "attempt %s: reconciler step failed: %s; retried later", a->attempt_id,
+		     kp_strerror(err));
+	/* A statement error may have ended the whole transaction: stop the walk. */
+	return kp_journal_in_txn(e->d.journal) ? KP_OK : err;
 }
 
 static kp_err due_attempt_step(kp_engine *e, const kp_attempt *a)
@@ -915,10 +925,8 @@ static kp_err due_attempt_step(kp_engine *e, const kp_attempt *a)
 			return err;
 	} else {
 		kp_err err = attempt_move(e, a->attempt_id, &m);
-		if (err != KP_OK) {
-			kp_log_error(e->d.env, "attempt %s: cannot reschedule: %s", a->attempt_id, kp_strerror(err));
-			return KP_OK; /* look at the others */
-		}
+		if (err != KP_OK)
+			return err; /* rolled back by the caller; looked at again later */
 	}
 	if (m.to != a->state)
 		notify(e, a->order_id);
@@ -930,7 +938,7 @@ static kp_err due_attempt_step(kp_engine *e, const kp_attempt *a)
 	}
 	kp_attempt sent = *a;
 	sent.state = m.to;
-	kp_err err = send_attempt_op(e, op, &sent, 0, NULL);
+	kp_err err = send_attempt_op(e, op, &sent, 0, NULL, NULL);
 	if (err != KP_OK)
 		kp_log_debug(e->d.env, "attempt %s: %s not sent: %s", a->attempt_id, kp_host_op_str(op),
 			     kp_strerror(err));
@@ -1049,35 +1057,19 @@ kp_err kp_engine_cancel(kp_engine *e, const char *order_id, kp_order *out)
 		return err;
 	if (has_live) {
 		live.state = KP_ATTEMPT_CANCELING;
-		(void)send_attempt_op(e, KP_OP_CANCEL_PAYMENT, &live, 0, NULL);
+		(void)send_attempt_op(e, KP_OP_CANCEL_PAYMENT, &live, 0, NULL, NULL);
 	}
 	notify(e, order_id);
 	return kp_journal_order_get(e->d.journal, order_id, out);
 }
 
-/* The kept success of an order (state succeeded). */
-static kp_err kept_attempt(kp_engine *e, const char *order_id, kp_attempt *out)
-{
-	kp_attempt arr[32];
-	size_t n = 0;
-	kp_err err = kp_journal_attempts_of_order(e->d.journal, order_id, arr, 32, &n);
-	if (err != KP_OK)
-		return err;
-	for (size_t i = 0; i < n; i++) {
-		if (arr[i].state == KP_ATTEMPT_SUCCEEDED) {
-			*out = arr[i];
-			return KP_OK;
-		}
-	}
-	return KP_ERR_NOT_FOUND;
-}
 
 /* paid -> fulfill_failed with its kept success refunded, in one transaction. */
 static kp_err fail_and_refund(kp_engine *e, const kp_order *o, kp_refund_reason reason, const char *cause,
 			      kp_refund *refund)
 {
 	kp_attempt a;
-	kp_err err = kept_attempt(e, o->order_id, &a);
+	kp_err err = kp_journal_attempt_kept(e->d.journal, o->order_id, &a);
 	if (err != KP_OK)
 		return err;
 	int64_t now = now_wall(e);
@@ -1233,6 +1225,7 @@ int64_t kp_engine_tick(kp_engine *e)
 		return now + TICK_MAX_MS;
 	}
 	e->batching = true;
+	e->batch_failed = false;
 	if (host_up(e)) {
 		err = kp_journal_due_refunds(e->d.journal, now, DUE_BATCH, due_refund, e);
 		if (err != KP_OK)
@@ -1246,10 +1239,15 @@ int64_t kp_engine_tick(kp_engine *e)
 	if (err != KP_OK)
 		kp_log_error(e->d.env, "reconciler: orders: %s", kp_strerror(err));
 	e->batching = false;
-	err = kp_journal_commit(e->d.journal);
+	if (kp_journal_in_txn(e->d.journal)) {
+		err = kp_journal_commit(e->d.journal);
+	} else {
+		err = KP_ERR_IO; /* SQLite ended it after a statement error */
+	}
 	if (err != KP_OK) {
 		kp_log_error(e->d.env, "reconciler: batch not committed: %s", kp_strerror(err));
 		e->nheld = 0; /* nothing of it happened */
+		e->batch_failed = true;
 	}
 	release_held(e);
 	pay_flush(e);
@@ -1260,8 +1258,8 @@ int64_t kp_engine_tick(kp_engine *e)
 	int64_t next = 0;
 	if (kp_journal_next_due(e->d.journal, &next) != KP_OK || next == 0 || next > now + TICK_MAX_MS)
 		next = now + TICK_MAX_MS;
-	else if (next <= now && !host_up(e))
-		next = now + TICK_MAX_MS;
+	else if (next <= now && (!host_up(e) || e->batch_failed))
+		next = now + TICK_MAX_MS; /* waiting for the host, or a failing journal: no busy loop */
 	e->next_due = next;
 	return next;
 }

@@ -272,7 +272,8 @@ static void handle_signals(struct daemon *d)
 	}
 }
 
-static void loop(struct daemon *d)
+/* Runs until a signal stops it (0) or poll itself fails (-1). */
+static int loop(struct daemon *d)
 {
 	int64_t next = 0;
 	while (!d->stop) {
@@ -287,8 +288,9 @@ static void loop(struct daemon *d)
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			kp_log_error(&d->env, "poll: %s", strerror(errno));
-			break;
+			kp_log_error(&d->env, "poll: %s: stopping with an error so that the unit restarts",
+				     strerror(errno));
+			return -1;
 		}
 		if (pfd[0].revents)
 			handle_signals(d);
@@ -298,6 +300,7 @@ static void loop(struct daemon *d)
 			kp_hostlink_process(d->link, pfd[2].revents);
 		kp_devices_process(d->devices, &pfd[3], ndev); /* every turn: also feeds the watchdog */
 	}
+	return 0;
 }
 
 static void usage(FILE *f)
@@ -363,10 +366,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	int rc = 1;
-	if (start(&d) == 0) {
-		loop(&d);
+	if (start(&d) == 0 && loop(&d) == 0)
 		rc = 0;
-	}
 	stop(&d, rc == 0);
 	close(d.sigfd);
 	if (rc == 0)

@@ -653,6 +653,30 @@ static void test_cancel_order_then_late_success(void **state)
 	assert_int_equal(kp_engine_cancel(f->e, o.order_id, &out), KP_OK); /* again: fine */
 }
 
+/* The kept success is found however many attempts came before it. */
+static void test_vend_failure_after_many_attempts(void **state)
+{
+	struct fixture *f = *state;
+	kp_order o, out;
+	kp_attempt a;
+	make_order(f, "many-1", 140, &o);
+	for (int i = 0; i < 40; i++) {
+		char txn[32];
+		pay_pending(f, o.order_id, i % 2 ? "card" : "qr", &a);
+		snprintf(txn, sizeof(txn), "txn-fail-%d", i);
+		confirm(f, 100 + i, a.attempt_id, txn, "failed", 140);
+		f->host.nreq = 0; /* keep the fake host's table small */
+	}
+	pay_pending(f, o.order_id, "card", &a);
+	confirm(f, 200, a.attempt_id, "txn-kept", "succeeded", 140);
+	assert_int_equal(order_state(f, o.order_id), KP_ORDER_PAID);
+	assert_int_equal(kp_engine_vend(f->e, o.order_id, false, &out), KP_OK);
+	assert_int_equal(out.state, KP_ORDER_FULFILL_FAILED);
+	kp_refund rf[8];
+	assert_int_equal(refunds(f, o.order_id, rf), 1);
+	assert_string_equal(rf[0].host_txn, "txn-kept");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -669,6 +693,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_confirm_not_committed_not_acked, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_power_cut_policy_on_recover, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cancel_order_then_late_success, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_vend_failure_after_many_attempts, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
