@@ -636,12 +636,12 @@ static void hnd_health_get(coap_resource_t *res, coap_session_t *session, const 
 		journal = kp_journal_next_due(api->journal, &at) == KP_OK ? "ok" : "error";
 	bool host_up = api->host_ops && api->host_ops->up && api->host_ops->up(api->host);
 	bool ok = strcmp(journal, "ok") == 0 && host_up && api->engine;
+	int64_t uptime_s = (kp_now_mono(api->env) - api->started_mono) / 1000; /* whole seconds */
 	cJSON *o = cJSON_CreateObject();
 	if (o && (!cJSON_AddStringToObject(o, "status", ok ? "ok" : "degraded") ||
 		  !cJSON_AddStringToObject(o, "journal", journal) ||
 		  !cJSON_AddStringToObject(o, "host", host_up ? "up" : "down") ||
-		  !cJSON_AddNumberToObject(o, "uptime_s",
-					   (double)((kp_now_mono(api->env) - api->started_mono) / 1000)) ||
+		  !cJSON_AddNumberToObject(o, "uptime_s", (double)uptime_s) ||
 		  !cJSON_AddStringToObject(o, "version", KP_VERSION))) {
 		cJSON_Delete(o);
 		o = NULL;

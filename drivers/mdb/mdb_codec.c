@@ -114,7 +114,7 @@ kp_mdb_dec kp_mdb_decode(const uint16_t *words, size_t n, kp_mdb_cmd *out)
 		return KP_MDB_DEC_OK;
 	}
 
-	uint8_t b[KP_MDB_BLOCK_MAX];
+	uint8_t b[KP_MDB_BLOCK_MAX] = {0}; /* zeroed: the analyzer cannot see n == len below */
 	for (size_t i = 0; i < n; i++)
 		b[i] = (uint8_t)words[i];
 	if ((b[0] & 0xF8) != KP_MDB_ADDR)

@@ -390,7 +390,7 @@ static kp_err sim_send(void *impl, const uint16_t *words, size_t n)
 		return KP_ERR_PROTOCOL; /* a reply to nothing, or no reply at all */
 	if (roll(s, s->faults.lost_reply_pm))
 		return KP_OK; /* the VMC hears silence */
-	uint8_t data[KP_MDB_BLOCK_MAX];
+	uint8_t data[KP_MDB_BLOCK_MAX] = {0}; /* a short reply reads zeros, not garbage */
 	for (size_t i = 0; i < n; i++) {
 		bool last = i == n - 1;
 		if (words[i] > 0x1FF || last != ((words[i] & KP_MDB_MODE) != 0))
