@@ -1636,8 +1636,8 @@ kp_err kp_journal_due_attempts(kp_journal *j, int64_t due_before, size_t limit, 
 	if (!j || !fn)
 		return KP_ERR_INVALID;
 	TRY(heal(j));
-	void *arr;
-	size_t n;
+	void *arr = NULL;
+	size_t n = 0;
 	TRY(due_rows(j, ST_DUE_ATTEMPTS, due_before, limit, row_attempt, sizeof(kp_attempt), &arr, &n));
 	kp_err err = KP_OK;
 	for (size_t i = 0; i < n && err == KP_OK; i++)
@@ -1652,8 +1652,8 @@ kp_err kp_journal_due_refunds(kp_journal *j, int64_t due_before, size_t limit, k
 	if (!j || !fn)
 		return KP_ERR_INVALID;
 	TRY(heal(j));
-	void *arr;
-	size_t n;
+	void *arr = NULL;
+	size_t n = 0;
 	TRY(due_rows(j, ST_DUE_REFUNDS, due_before, limit, row_refund, sizeof(kp_refund), &arr, &n));
 	kp_err err = KP_OK;
 	for (size_t i = 0; i < n && err == KP_OK; i++)
@@ -1667,8 +1667,8 @@ static kp_err order_walk(kp_journal *j, enum st id, int64_t t, size_t limit, kp_
 	if (!j || !fn)
 		return KP_ERR_INVALID;
 	TRY(heal(j));
-	void *arr;
-	size_t n;
+	void *arr = NULL;
+	size_t n = 0;
 	TRY(due_rows(j, id, t, limit, row_order, sizeof(kp_order), &arr, &n));
 	kp_err err = KP_OK;
 	for (size_t i = 0; i < n && err == KP_OK; i++)

@@ -197,17 +197,19 @@ static int run(hostsim *s)
 		goto out;
 	if (s->opt.script && hs_script_load(s, s->opt.script) != KP_OK)
 		goto out;
-	if (s->opt.port_file && write_port_file(s->opt.port_file, s->port, s->ctl_port) != KP_OK) {
-		fprintf(stderr, "kp-hostsim: cannot write %s: %s\n", s->opt.port_file, strerror(errno));
-		goto out;
-	}
 	hs_refunds_rearm(s); /* late refunds left over from a previous run */
 
+	/* The ready line first, then the port file: a reader that waits for the
+	 * file finds the line already written. */
 	char h1[128], h2[128];
 	host_of(s->opt.listen, h1, sizeof(h1));
 	host_of(s->opt.control, h2, sizeof(h2));
 	printf("kp-hostsim: listening on %s:%u control %s:%u\n", h1, s->port, h2, s->ctl_port);
 	fflush(stdout);
+	if (s->opt.port_file && write_port_file(s->opt.port_file, s->port, s->ctl_port) != KP_OK) {
+		fprintf(stderr, "kp-hostsim: cannot write %s: %s\n", s->opt.port_file, strerror(errno));
+		goto out;
+	}
 	kp_log_info(&s->env, "ledger %s, TLS %s, confirm interval %" PRId64 " ms", s->opt.ledger,
 		    s->opt.tls11_only ? "1.1 only" : "1.2", s->opt.confirm_interval_ms);
 

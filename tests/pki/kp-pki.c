@@ -442,25 +442,25 @@ int main(int argc, char **argv)
 		goto out;
 	}
 
-	const int64_t years20 = 20 * 365 * DAY_MS;
+	const int64_t years10 = 10 * 365 * DAY_MS; /* ends before 2038: 32-bit time_t boards */
 	/* CAs first; ca.crt is written last of all so that its presence means a
 	 * complete set (see the idempotency check above). */
 	const struct pki_spec cas[N_ENT] = {
-		[CA] = {"ca.pending", "kioskpay dev provisioning CA", ROLE_CA, NULL, -DAY_MS, years20, false},
-		[OTHER_CA] = {"other-ca", "kioskpay other CA", ROLE_CA, NULL, -DAY_MS, years20, false},
+		[CA] = {"ca.pending", "kioskpay dev provisioning CA", ROLE_CA, NULL, -DAY_MS, years10, false},
+		[OTHER_CA] = {"other-ca", "kioskpay other CA", ROLE_CA, NULL, -DAY_MS, years10, false},
 	};
 	for (int i = 0; i < N_ENT; i++)
 		if (issue(&pki, &cas[i], &ca[i]) != KP_OK)
 			goto out;
 
 	const struct pki_spec leaves[] = {
-		{"host", host_name, ROLE_SERVER, &ca[CA], -DAY_MS, years20, true},
-		{"device", device_id, ROLE_CLIENT, &ca[CA], -DAY_MS, years20, false},
-		{"device-2", device2_id, ROLE_CLIENT, &ca[CA], -DAY_MS, years20, false},
-		{"host-other-ca", host_name, ROLE_SERVER, &ca[OTHER_CA], -DAY_MS, years20, true},
+		{"host", host_name, ROLE_SERVER, &ca[CA], -DAY_MS, years10, true},
+		{"device", device_id, ROLE_CLIENT, &ca[CA], -DAY_MS, years10, false},
+		{"device-2", device2_id, ROLE_CLIENT, &ca[CA], -DAY_MS, years10, false},
+		{"host-other-ca", host_name, ROLE_SERVER, &ca[OTHER_CA], -DAY_MS, years10, true},
 		{"host-expired", host_name, ROLE_SERVER, &ca[CA], -2 * 365 * DAY_MS, -365 * DAY_MS, true},
-		{"host-wrong-name", "other.example", ROLE_SERVER, &ca[CA], -DAY_MS, years20, false},
-		{"device-other-ca", device_id, ROLE_CLIENT, &ca[OTHER_CA], -DAY_MS, years20, false},
+		{"host-wrong-name", "other.example", ROLE_SERVER, &ca[CA], -DAY_MS, years10, false},
+		{"device-other-ca", device_id, ROLE_CLIENT, &ca[OTHER_CA], -DAY_MS, years10, false},
 	};
 	for (size_t i = 0; i < sizeof(leaves) / sizeof(leaves[0]); i++) {
 		mbedtls_pk_free(&leaf.key);
