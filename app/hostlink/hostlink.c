@@ -355,21 +355,27 @@ static void protocol_error(kp_hostlink *l, const char *why)
 	link_drop(l, "protocol error");
 }
 
+/* A failed handshake: count it, and forget the saved session (a resumed
+ * session skips the certificate checks: start from scratch). */
+static void handshake_failed(kp_hostlink *l, int ret)
+{
+	l->stats.last_tls_error = ret;
+	l->stats.tls_failures++;
+	if (l->have_session) {
+		mbedtls_ssl_session_free(&l->session);
+		mbedtls_ssl_session_init(&l->session);
+		l->have_session = false;
+	}
+}
+
 static void tls_failure(kp_hostlink *l, int ret, const char *during)
 {
 	char text[160];
 	char why[512];
 	tls_errtext(ret, text, sizeof(text));
 	l->stats.last_tls_error = ret;
-	if (l->state == ST_HANDSHAKE) {
-		l->stats.tls_failures++;
-		/* a resumed session skips the certificate checks: start from scratch */
-		if (l->have_session) {
-			mbedtls_ssl_session_free(&l->session);
-			mbedtls_ssl_session_init(&l->session);
-			l->have_session = false;
-		}
-	}
+	if (l->state == ST_HANDSHAKE)
+		handshake_failed(l, ret);
 	uint32_t flags = l->ssl_ready ? mbedtls_ssl_get_verify_result(&l->ssl) : 0;
 	if (ret == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED && flags != 0 && flags != (uint32_t)-1) {
 		char info[256];
@@ -454,6 +460,14 @@ static void handshake_step(kp_hostlink *l)
 		return;
 	}
 	bool resumed = !l->hs_verified;
+	/* Mutual TLS is the policy: a host that did not ask for the device
+	 * certificate in a full handshake is not the payment host. (A resumed
+	 * handshake has no CertificateRequest; its session was asked for one.) */
+	if (!resumed && !l->ssl.client_auth) {
+		handshake_failed(l, MBEDTLS_ERR_SSL_NO_CLIENT_CERTIFICATE);
+		link_drop(l, "TLS handshake refused: the host did not ask for the device certificate");
+		return;
+	}
 	if (resumed)
 		l->stats.resumed_handshakes++;
 	else
