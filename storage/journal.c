@@ -121,9 +121,7 @@ static const char *const sql_text[ST__COUNT] = {
 	[ST_DUE_REFUNDS] = "SELECT " REFUND_COLS " FROM refunds WHERE state IN " REFUND_OPEN
 			   " AND next_check_at<=?1 ORDER BY next_check_at LIMIT ?2",
 	[ST_EXPIRED_ORDERS] = "SELECT " ORDER_COLS " FROM orders INDEXED BY orders_pending "
-			      "WHERE state='pending' AND expires_at<=?1 AND NOT EXISTS (SELECT 1 FROM attempts a "
-			      "WHERE a.order_id=orders.order_id AND a.state IN " LIVE ") "
-			      "ORDER BY expires_at LIMIT ?2",
+			      "WHERE state='pending' AND expires_at<=?1 ORDER BY expires_at LIMIT ?2",
 	/* At boot only: a scan of the table. */
 	[ST_PAID_UNFULFILLED] = "SELECT " ORDER_COLS " FROM orders WHERE state='paid' AND created_at<?1 "
 				"ORDER BY created_at LIMIT ?2",

@@ -247,8 +247,8 @@ kp_err kp_journal_due_attempts(kp_journal *j, int64_t due_before, size_t limit,
 typedef kp_err (*kp_refund_fn)(void *arg, const kp_refund *r);
 kp_err kp_journal_due_refunds(kp_journal *j, int64_t due_before, size_t limit,
 			      kp_refund_fn fn, void *arg) KP_MUST_USE;
-/* Orders in `pending` whose expires_at <= now and that have no live attempt
- * (to expire them; a live attempt ends first, and a success then still counts). */
+/* Orders in `pending` whose expires_at <= now (to expire them; the caller
+ * skips those whose attempt is still live). */
 typedef kp_err (*kp_order_fn)(void *arg, const kp_order *o);
 kp_err kp_journal_expired_orders(kp_journal *j, int64_t now, size_t limit, kp_order_fn fn,
 				 void *arg) KP_MUST_USE;

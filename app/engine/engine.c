@@ -13,6 +13,9 @@
 
 #define DUE_BATCH 64          /* records looked at per tick: keeps the loop turning */
 #define TICK_MAX_MS 1000      /* look at least this often (expiries are not scheduled) */
+/* Expired orders looked at per tick: those still waiting for a live attempt
+ * are skipped, so the scan is wider than a batch to reach the others. */
+#define EXPIRY_SCAN 1024
 
 enum req_kind { REQ_CREATE, REQ_QUERY, REQ_CANCEL, REQ_REFUND };
 
@@ -1235,7 +1238,7 @@ int64_t kp_engine_tick(kp_engine *e)
 	err = kp_journal_due_attempts(e->d.journal, now, DUE_BATCH, due_attempt, e);
 	if (err != KP_OK)
 		kp_log_error(e->d.env, "reconciler: attempts: %s", kp_strerror(err));
-	err = kp_journal_expired_orders(e->d.journal, now, DUE_BATCH, expire_order, e);
+	err = kp_journal_expired_orders(e->d.journal, now, EXPIRY_SCAN, expire_order, e);
 	if (err != KP_OK)
 		kp_log_error(e->d.env, "reconciler: orders: %s", kp_strerror(err));
 	e->batching = false;
