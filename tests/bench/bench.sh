@@ -179,6 +179,7 @@ bench_replay() {
 	local bin=$build/tests/bench/kp-bench-replay n j first=1 prev_n="" prev_t=""
 	need "$bin"
 	local detail=$res/replay-detail.json
+	rm -f "$res"/replay-*.json "$res"/replay-*.dat
 	printf '{"runs":[' >"$detail"
 	for n in ${BENCH_REPLAY_COUNTS:-1000 10000 100000}; do
 		j=$res/replay-$n.json
