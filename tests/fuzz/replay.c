@@ -21,7 +21,7 @@
 
 static unsigned n_run;
 
-/* Run one file through the target; false if it cannot be read. */
+/* Run one file through the target; 0 if it cannot be read, else 1. */
 static int run_file(const char *path)
 {
 	FILE *f = fopen(path, "rb");
