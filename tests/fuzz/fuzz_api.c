@@ -314,6 +314,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	(void)argc;
 	(void)argv;
 	signal(SIGPIPE, SIG_IGN);
+	/* libFuzzer ends with exit(): the journal directory goes with it */
+	atexit(kp_fuzz_cleanup);
 	return 0;
 }
 
