@@ -16,7 +16,7 @@
 
 typedef struct kp_journal kp_journal;
 
-#define KP_JOURNAL_SCHEMA_VERSION 1
+#define KP_JOURNAL_SCHEMA_VERSION 2
 
 /* Text sizes, NUL included. Ids follow the host protocol: 1..64 of [A-Za-z0-9_-]. */
 #define KP_ID_SIZE 65
@@ -247,11 +247,13 @@ kp_err kp_journal_due_attempts(kp_journal *j, int64_t due_before, size_t limit,
 typedef kp_err (*kp_refund_fn)(void *arg, const kp_refund *r);
 kp_err kp_journal_due_refunds(kp_journal *j, int64_t due_before, size_t limit,
 			      kp_refund_fn fn, void *arg) KP_MUST_USE;
-/* Orders in `pending` whose expires_at <= now (to expire them; the caller
- * skips those whose attempt is still live). */
+/* Orders in `pending` whose expires_at <= now, live attempt or not. */
 typedef kp_err (*kp_order_fn)(void *arg, const kp_order *o);
 kp_err kp_journal_expired_orders(kp_journal *j, int64_t now, size_t limit, kp_order_fn fn,
 				 void *arg) KP_MUST_USE;
+/* The same, less those with a live attempt: the ones the engine may expire now. */
+kp_err kp_journal_orders_to_expire(kp_journal *j, int64_t now, size_t limit, kp_order_fn fn,
+				   void *arg) KP_MUST_USE;
 /* Orders in `paid` with no vend outcome, created before `before` (power-cut policy). */
 kp_err kp_journal_paid_unfulfilled(kp_journal *j, int64_t before, size_t limit, kp_order_fn fn,
 				   void *arg) KP_MUST_USE;

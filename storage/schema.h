@@ -4,7 +4,7 @@
 #ifndef KP_SCHEMA_H
 #define KP_SCHEMA_H
 
-#define KP_SCHEMA_LATEST 1
+#define KP_SCHEMA_LATEST 2
 /* PRAGMA application_id of a kioskpay journal: "KPJL". */
 #define KP_SCHEMA_APP_ID 0x4B504A4C
 

@@ -13,9 +13,9 @@
 
 #define DUE_BATCH 64          /* records looked at per tick: keeps the loop turning */
 #define TICK_MAX_MS 1000      /* look at least this often (expiries are not scheduled) */
-/* Expired orders looked at per tick: those still waiting for a live attempt
- * are skipped, so the scan is wider than a batch to reach the others. */
-#define EXPIRY_SCAN 1024
+/* Expired orders (with no live attempt) expired per scan; a full scan is
+ * followed by another on the next tick, a short one waits TICK_MAX_MS. */
+#define EXPIRY_SCAN 256
 
 enum req_kind { REQ_CREATE, REQ_QUERY, REQ_CANCEL, REQ_REFUND };
 
@@ -43,12 +43,25 @@ struct pay_op {
 	void *arg;
 };
 
-/* A request or notification held back until the reconciler's batch commits. */
+/* A request, ack or notification held back until the reconciler's batch commits. */
+enum deferred_kind { DEF_NOTIFY, DEF_REQUEST, DEF_ACK };
 struct deferred {
-	bool is_request;
+	enum deferred_kind what;
 	enum req_kind kind;
-	kp_host_msg msg;
+	kp_host_msg msg;         /* the request; for DEF_ACK, msg.seq is the confirm's seq */
 	char id[KP_ID_SIZE];     /* record id (request) or order id (notification) */
+};
+
+/* What the host said since the last tick and was not yet written: replies to
+ * the reconciler's requests and confirms. The next tick applies them all in
+ * its batch transaction, so a burst of answers costs one fsync, not one each
+ * (boot replay of 10,000 records is bounded by this). Replies that a waiting
+ * pay request needs are applied at once instead: the customer waits on them. */
+struct queued {
+	bool is_confirm;
+	struct req_ctx *ctx;     /* the request answered (NULL for a confirm) */
+	kp_err err;              /* KP_OK: msg is the host's answer */
+	kp_host_msg msg;
 };
 
 struct kp_engine {
@@ -64,8 +77,14 @@ struct kp_engine {
 	struct deferred *held;
 	size_t nheld, capheld;
 	bool batch_failed;       /* a step of this tick's batch failed */
+	struct queued *queue;    /* host answers waiting for the next tick */
+	size_t nqueue, capqueue;
 	/* Earliest wall time anything scheduled is due; 0 = look now. */
 	int64_t next_due;
+	/* Order expiry is not scheduled: scanned at most every TICK_MAX_MS. */
+	int64_t next_expiry_scan;
+	size_t expiry_seen;      /* orders the current scan handed over */
+	size_t due_seen;         /* attempts this tick's due walk handed over */
 };
 
 /* ---------- small helpers ---------- */
@@ -127,7 +146,7 @@ static void notify(kp_engine *e, const char *order_id)
 	if (!e->d.on_change || !order_id || !*order_id)
 		return;
 	if (e->batching) {
-		struct deferred d = {.is_request = false};
+		struct deferred d = {.what = DEF_NOTIFY};
 		copy_id(d.id, sizeof(d.id), order_id);
 		if (hold(e, &d))
 			return;
@@ -192,7 +211,7 @@ static kp_err send_req(kp_engine *e, enum req_kind kind, const kp_host_msg *req,
 		return KP_ERR_DISCONNECTED;
 	if (e->batching && !pay) {
 		/* Sent after the batch commits: the host hears nothing uncommitted. */
-		struct deferred d = {.is_request = true, .kind = kind, .msg = *req};
+		struct deferred d = {.what = DEF_REQUEST, .kind = kind, .msg = *req};
 		copy_id(d.id, sizeof(d.id), id);
 		return hold(e, &d) ? KP_OK : KP_ERR_NOMEM;
 	}
@@ -700,9 +719,39 @@ static void apply_refund(kp_engine *e, const char *refund_id, kp_err err, const 
 	notify(e, rf.order_id);
 }
 
+/* Keep a host answer for the next tick; false if out of memory. */
+static bool enqueue(kp_engine *e, const struct queued *q)
+{
+	if (e->nqueue == e->capqueue) {
+		size_t cap = e->capqueue ? e->capqueue * 2 : 64;
+		struct queued *n = realloc(e->queue, cap * sizeof(*n));
+		if (!n)
+			return false;
+		e->queue = n;
+		e->capqueue = cap;
+	}
+	e->queue[e->nqueue++] = *q;
+	return true;
+}
+
+static void reply_apply(struct req_ctx *ctx, kp_err err, const kp_host_msg *reply);
+
 static void on_reply(void *arg, kp_err err, const kp_host_msg *reply)
 {
 	struct req_ctx *ctx = arg;
+	if (!ctx->pay) {
+		struct queued q = {.ctx = ctx, .err = err};
+		if (reply)
+			q.msg = *reply;
+		if (enqueue(ctx->e, &q))
+			return;
+		/* Out of memory for the queue: apply it now, in its own commit. */
+	}
+	reply_apply(ctx, err, reply);
+}
+
+static void reply_apply(struct req_ctx *ctx, kp_err err, const kp_host_msg *reply)
+{
 	kp_engine *e = ctx->e;
 	if (e->stats.requests_in_flight > 0)
 		e->stats.requests_in_flight--;
@@ -730,7 +779,16 @@ static void on_reply(void *arg, kp_err err, const kp_host_msg *reply)
 
 /* ---------- confirms ---------- */
 
+static void confirm_apply(kp_engine *e, const kp_host_msg *c);
+
 void kp_engine_on_confirm(kp_engine *e, const kp_host_msg *c)
+{
+	struct queued q = {.is_confirm = true, .msg = *c};
+	if (!enqueue(e, &q))
+		confirm_apply(e, c); /* out of memory for the queue: apply it now */
+}
+
+static void confirm_apply(kp_engine *e, const kp_host_msg *c)
 {
 	kp_confirmation rec;
 	memset(&rec, 0, sizeof(rec));
@@ -793,8 +851,17 @@ out:
 	}
 	if (already)
 		e->stats.confirms_duplicate++;
-	/* Committed: now, and only now, the host may forget it. */
-	(void)e->d.host_ops->ack(e->d.host, c->seq);
+	/* Committed: now, and only now, the host may forget it. In a batch, that
+	 * is after the batch commits; if it cannot be held, the host redelivers. */
+	if (e->batching) {
+		struct deferred d = {.what = DEF_ACK};
+		d.msg.seq = c->seq;
+		if (!hold(e, &d))
+			kp_log_warn(e->d.env, "confirm seq %lld: ack not sent (out of memory); redelivered",
+				    (long long)c->seq);
+	} else {
+		(void)e->d.host_ops->ack(e->d.host, c->seq);
+	}
 	if (known)
 		notify(e, a.order_id);
 	if (refund_made)
@@ -862,6 +929,7 @@ static kp_err due_attempt_step(kp_engine *e, const kp_attempt *a);
 static kp_err due_attempt(void *arg, const kp_attempt *a)
 {
 	kp_engine *e = arg;
+	e->due_seen++;
 	size_t held = e->nheld;
 	if (kp_journal_begin(e->d.journal) != KP_OK)
 		return KP_OK;
@@ -950,12 +1018,12 @@ static kp_err due_attempt_step(kp_engine *e, const kp_attempt *a)
 
 /* ---------- orders ---------- */
 
+/* One order the scan found expired with no live attempt (an order whose
+ * attempt is live waits for it: a success then still counts). */
 static kp_err expire_order(void *arg, const kp_order *o)
 {
 	kp_engine *e = arg;
-	kp_attempt live;
-	if (kp_journal_attempt_live(e->d.journal, o->order_id, &live) == KP_OK)
-		return KP_OK; /* its attempt finishes first; a success then still counts */
+	e->expiry_seen++;
 	kp_err err = kp_journal_order_move(e->d.journal, o->order_id, KP_ORDER_PENDING, KP_ORDER_EXPIRED,
 					   now_wall(e), "order_ttl passed");
 	if (err == KP_OK) {
@@ -1144,6 +1212,10 @@ void kp_engine_free(kp_engine *e)
 		if (op->stage != PAY_DONE)
 			pay_finish(e, op, KP_ERR_UNAVAILABLE);
 	pay_flush(e);
+	/* Answers never applied: the records are looked at again, confirms redelivered. */
+	for (size_t i = 0; i < e->nqueue; i++)
+		free(e->queue[i].ctx);
+	free(e->queue);
 	free(e->held);
 	free(e);
 }
@@ -1202,8 +1274,12 @@ static void release_held(kp_engine *e)
 {
 	for (size_t i = 0; i < e->nheld; i++) {
 		struct deferred *d = &e->held[i];
-		if (!d->is_request) {
+		if (d->what == DEF_NOTIFY) {
 			notify(e, d->id);
+			continue;
+		}
+		if (d->what == DEF_ACK) {
+			(void)e->d.host_ops->ack(e->d.host, d->msg.seq);
 			continue;
 		}
 		kp_err err = send_req(e, d->kind, &d->msg, d->id, NULL);
@@ -1214,11 +1290,46 @@ static void release_held(kp_engine *e)
 	e->nheld = 0;
 }
 
+/* Apply the host's answers queued since the last tick, each in its own
+ * savepoint of the batch: one that fails is rolled back alone (a reply's
+ * record is looked at again when due; a confirm is not acked, so redelivered). */
+static void apply_queue(kp_engine *e)
+{
+	size_t n = e->nqueue;
+	for (size_t i = 0; i < n; i++) {
+		struct queued *q = &e->queue[i];
+		size_t held = e->nheld;
+		if (kp_journal_begin(e->d.journal) != KP_OK) {
+			e->batch_failed = true;
+			break;
+		}
+		if (q->is_confirm)
+			confirm_apply(e, &q->msg);
+		else
+			reply_apply(q->ctx, q->err, q->err == KP_OK ? &q->msg : NULL);
+		q->ctx = NULL; /* reply_apply freed it */
+		if (kp_journal_commit(e->d.journal) != KP_OK) {
+			e->nheld = held;
+			e->batch_failed = true;
+		}
+		if (!kp_journal_in_txn(e->d.journal))
+			break; /* SQLite ended the batch: the rest is lost with it */
+	}
+	/* Whatever was not reached is dropped like an unanswered request. */
+	for (size_t i = 0; i < n; i++) {
+		if (e->queue[i].ctx && e->stats.requests_in_flight > 0)
+			e->stats.requests_in_flight--;
+		free(e->queue[i].ctx);
+	}
+	e->nqueue = 0;
+}
+
 int64_t kp_engine_tick(kp_engine *e)
 {
 	int64_t now = now_wall(e);
 	pay_flush(e);
-	if (e->next_due > now)
+	bool due = e->next_due <= now;
+	if (!due && e->nqueue == 0)
 		return e->next_due; /* nothing scheduled is due: the hot path costs nothing */
 
 	/* One transaction for the whole batch; each record in its own savepoint. */
@@ -1229,18 +1340,31 @@ int64_t kp_engine_tick(kp_engine *e)
 	}
 	e->batching = true;
 	e->batch_failed = false;
-	if (host_up(e)) {
+	apply_queue(e);
+	if (due && host_up(e) && kp_journal_in_txn(e->d.journal)) {
 		err = kp_journal_due_refunds(e->d.journal, now, DUE_BATCH, due_refund, e);
 		if (err != KP_OK)
 			kp_log_error(e->d.env, "reconciler: refunds: %s", kp_strerror(err));
 	}
 	/* Attempts move on the timer even with the host down (pay window -> canceling). */
-	err = kp_journal_due_attempts(e->d.journal, now, DUE_BATCH, due_attempt, e);
-	if (err != KP_OK)
-		kp_log_error(e->d.env, "reconciler: attempts: %s", kp_strerror(err));
-	err = kp_journal_expired_orders(e->d.journal, now, EXPIRY_SCAN, expire_order, e);
-	if (err != KP_OK)
-		kp_log_error(e->d.env, "reconciler: orders: %s", kp_strerror(err));
+	e->due_seen = 0;
+	if (due && kp_journal_in_txn(e->d.journal)) {
+		err = kp_journal_due_attempts(e->d.journal, now, DUE_BATCH, due_attempt, e);
+		if (err != KP_OK)
+			kp_log_error(e->d.env, "reconciler: attempts: %s", kp_strerror(err));
+	}
+	/* Not while attempts are backed up (a boot replay): the scan walks past
+	 * every expired order whose attempt is still live, ~8 us each, and an
+	 * expired order cannot be paid anyway (order_payable checks the time). */
+	if (due && now >= e->next_expiry_scan && e->due_seen < DUE_BATCH &&
+	    kp_journal_in_txn(e->d.journal)) {
+		e->expiry_seen = 0;
+		err = kp_journal_orders_to_expire(e->d.journal, now, EXPIRY_SCAN, expire_order, e);
+		if (err != KP_OK)
+			kp_log_error(e->d.env, "reconciler: orders: %s", kp_strerror(err));
+		/* A full scan may have left more: look again on the next tick. */
+		e->next_expiry_scan = err == KP_OK && e->expiry_seen >= EXPIRY_SCAN ? now : now + TICK_MAX_MS;
+	}
 	e->batching = false;
 	if (kp_journal_in_txn(e->d.journal)) {
 		err = kp_journal_commit(e->d.journal);
@@ -1254,6 +1378,8 @@ int64_t kp_engine_tick(kp_engine *e)
 	}
 	release_held(e);
 	pay_flush(e);
+	if (!due)
+		return e->next_due; /* only answers were applied: the schedule stands */
 
 	/* Work already due means another tick at once, unless it is waiting for
 	 * the host (refunds are not sent while it is down): then no busy loop.
@@ -1263,6 +1389,8 @@ int64_t kp_engine_tick(kp_engine *e)
 		next = now + TICK_MAX_MS;
 	else if (next <= now && (!host_up(e) || e->batch_failed))
 		next = now + TICK_MAX_MS; /* waiting for the host, or a failing journal: no busy loop */
+	if (e->next_expiry_scan < next)
+		next = e->next_expiry_scan > now ? e->next_expiry_scan : now; /* a backlog of expiries */
 	e->next_due = next;
 	return next;
 }

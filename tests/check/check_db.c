@@ -147,9 +147,9 @@ kp_err kp_check_db_open(kp_check_db **out, const char *path, char *why, size_t w
 		err = KP_ERR_INVALID;
 		goto out;
 	}
-	if (version != KP_CHECK_JOURNAL_VERSION) {
-		say(why, why_size, "journal %s has schema version %lld; kp-check reads version %d", path,
-		    (long long)version, KP_CHECK_JOURNAL_VERSION);
+	if (version < KP_CHECK_JOURNAL_VERSION_MIN || version > KP_CHECK_JOURNAL_VERSION) {
+		say(why, why_size, "journal %s has schema version %lld; kp-check reads versions %d..%d",
+		    path, (long long)version, KP_CHECK_JOURNAL_VERSION_MIN, KP_CHECK_JOURNAL_VERSION);
 		err = KP_ERR_FUTURE_VERSION;
 		goto out;
 	}

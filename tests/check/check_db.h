@@ -19,7 +19,9 @@ typedef struct kp_check_db kp_check_db;
 /* PRAGMA application_id of a kioskpay journal ("KPJL") and the one journal
  * schema version this checker reads. */
 #define KP_CHECK_JOURNAL_APP_ID 0x4B504A4C
-#define KP_CHECK_JOURNAL_VERSION 1
+/* Journal schema versions it reads: 2 only added an index, the tables are 1's. */
+#define KP_CHECK_JOURNAL_VERSION_MIN 1
+#define KP_CHECK_JOURNAL_VERSION 2
 /* The ledger dump format and ledger file version of kp-hostsim it reads. */
 #define KP_CHECK_LEDGER_FORMAT "kp-hostsim-ledger/1"
 #define KP_CHECK_LEDGER_VERSION 1

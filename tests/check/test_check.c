@@ -312,7 +312,8 @@ static void make_journal(struct fixture *f, const struct kase *k)
 		exec_sql(db, "CREATE TABLE orders(x); PRAGMA user_version = 1;");
 	} else {
 		exec_sql(db, "BEGIN");
-		exec_sql(db, kp_schema_migration(KP_SCHEMA_LATEST));
+		for (int v = 1; v <= KP_SCHEMA_LATEST; v++)
+			exec_sql(db, kp_schema_migration(v));
 		exec_sql(db, base_journal);
 		exec_sql(db, k->journal_sql);
 		exec_sql(db, "COMMIT");

@@ -21,7 +21,10 @@
 
 /* ---------- the fake host ---------- */
 
+struct fake_host;
+
 struct fake_req {
+	struct fake_host *fh;
 	kp_host_msg msg;
 	kp_engine_reply_fn fn;
 	void *arg;
@@ -35,6 +38,7 @@ struct fake_host {
 	int64_t acks[MAXREQ];
 	int nack;
 	kp_journal *j;          /* to check commit-before-tell */
+	kp_engine *e;           /* ticked after each answer, like the daemon's loop */
 	int changes;            /* on_change calls */
 };
 
@@ -74,6 +78,7 @@ static kp_err fh_request(void *h, const kp_host_msg *req, kp_engine_reply_fn fn,
 	}
 	struct fake_req *r = &fh->reqs[fh->nreq++];
 	memset(r, 0, sizeof(*r));
+	r->fh = fh;
 	r->msg = *req;
 	r->fn = fn;
 	r->arg = arg;
@@ -125,6 +130,9 @@ static void answer(struct fake_req *r, kp_err err, const kp_host_msg *reply)
 	assert_false(r->answered);
 	r->answered = true;
 	r->fn(r->arg, err, reply);
+	/* The daemon's loop ticks after every turn of host I/O: queued answers
+	 * are applied there, in one transaction. */
+	(void)kp_engine_tick(r->fh->e);
 }
 
 static void answer_payment(struct fake_req *r, const char *status, const char *host_txn, int64_t amount)
@@ -165,6 +173,7 @@ static void confirm(struct fixture *f, int64_t seq, const char *attempt_id, cons
 	c.amount = amount;
 	c.at = kp_now_wall(&f->env);
 	kp_engine_on_confirm(f->e, &c);
+	(void)kp_engine_tick(f->e); /* the loop's next turn applies it */
 }
 
 /* ---------- fixture ---------- */
@@ -184,6 +193,7 @@ static int setup(void **state)
 	kp_engine_deps d = {.env = &f->env, .journal = f->j, .host_ops = &fake_ops, .host = &f->host,
 			    .on_change = on_change, .on_change_arg = &f->host};
 	assert_int_equal(kp_engine_new(&f->e, &f->cfg, &d), KP_OK);
+	f->host.e = f->e;
 	*state = f;
 	return 0;
 }

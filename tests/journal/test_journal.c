@@ -824,7 +824,7 @@ static void test_create_modes_and_migration(void **state)
 	close(fd);
 	assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 0);
 	assert_int_equal(kp_journal_open(&f->j, f->path, 0, &f->env), KP_OK);
-	assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 1);
+	assert_int_equal(raw_int(f->path, "PRAGMA user_version"), KP_JOURNAL_SCHEMA_VERSION);
 	kp_journal_close(f->j);
 	f->j = NULL;
 	/* Opening again migrates nothing and keeps the data. */
@@ -1189,7 +1189,7 @@ static void test_migration_failpoint(void **state)
 	assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 0);
 	assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_schema"), 0);
 	assert_int_equal(kp_journal_open(&f->j, f->path, 0, &f->env), KP_OK);
-	assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 1);
+	assert_int_equal(raw_int(f->path, "PRAGMA user_version"), KP_JOURNAL_SCHEMA_VERSION);
 }
 
 /* ---------- recovery queries ---------- */
