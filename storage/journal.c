@@ -153,6 +153,7 @@ struct kp_journal {
 	sqlite3 *db;
 	const kp_env *env;
 	bool readonly;
+	bool check_later;      /* KP_JOURNAL_CHECK_LATER and not checked yet */
 	int depth; /* kp_journal_begin() nesting; 0 = no outer transaction */
 	bool pending_rollback; /* a ROLLBACK failed: retry before anything else */
 	kp_err pending_err;    /* why it failed */
@@ -984,11 +985,14 @@ static kp_err open_db(kp_journal *j, const kp_journal_opts *o)
 	sqlite3_db_config(j->db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
 	sqlite3_db_config(j->db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, NULL);
 
-	kp_err err = quick_check(j);
-	if (err != KP_OK)
-		return err;
 	int64_t version = 0, app = 0, pages = 0;
 	TRY(query_int(j, "PRAGMA user_version", &version));
+	/* Checked later by the caller only if nothing is migrated: a migration
+	 * writes, and nothing is written into a file not known good. */
+	if (j->check_later && (j->readonly || version != KP_SCHEMA_LATEST))
+		j->check_later = false;
+	if (!j->check_later)
+		TRY(quick_check(j));
 	TRY(query_int(j, "PRAGMA application_id", &app));
 	TRY(query_int(j, "PRAGMA page_count", &pages));
 	if (version > KP_JOURNAL_SCHEMA_VERSION) {
@@ -1029,7 +1033,7 @@ static kp_err open_db(kp_journal *j, const kp_journal_opts *o)
 		const char *m = (const char *)sqlite3_column_text(st, 0);
 		mode_ok = m && strcmp(m, "wal") == 0;
 	}
-	err = rc == SQLITE_ROW ? KP_OK : map_rc(j, rc);
+	kp_err err = rc == SQLITE_ROW ? KP_OK : map_rc(j, rc);
 	sqlite3_finalize(st);
 	if (err != KP_OK)
 		return err;
@@ -1051,8 +1055,49 @@ static kp_err open_db(kp_journal *j, const kp_journal_opts *o)
 		sqlite3_stmt *ts = NULL;
 		TRY(stmt(j, (enum st)id, &ts));
 	}
-	sqlite3_db_config(j->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 0, NULL);
+	if (!j->check_later)
+		sqlite3_db_config(j->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 0, NULL);
 	return KP_OK;
+}
+
+kp_err kp_journal_quick_check_file(const char *path, char *why, size_t why_size)
+{
+	if (why && why_size)
+		why[0] = '\0';
+	if (!path || !*path || strlen(path) >= PATH_MAX)
+		return KP_ERR_INVALID;
+	kp_journal *j = calloc(1, sizeof(*j));
+	if (!j)
+		return KP_ERR_NOMEM;
+	j->readonly = true;
+	snprintf(j->path, sizeof(j->path), "%s", path);
+	/* The platform's own VFS, whatever the process's default is: a test VFS
+	 * (kioskpayd-crash) is not made for a second thread. */
+	int rc = sqlite3_open_v2(path, &j->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX |
+				 SQLITE_OPEN_NOFOLLOW, "unix");
+	kp_err err;
+	if (rc == SQLITE_OK) {
+		sqlite3_db_config(j->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
+		err = quick_check(j);
+	} else {
+		err = map_rc(j, rc);
+		char keep[ERRMSG_SIZE];
+		memcpy(keep, j->errmsg, sizeof(keep));
+		set_msg(j, "cannot open %s: %s", path, keep);
+	}
+	if (err != KP_OK && why && why_size)
+		snprintf(why, why_size, "%s", j->errmsg);
+	sqlite3_close(j->db);
+	free(j);
+	return err;
+}
+
+void kp_journal_mark_checked(kp_journal *j)
+{
+	if (!j || !j->check_later)
+		return;
+	j->check_later = false;
+	sqlite3_db_config(j->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 0, NULL);
 }
 
 kp_err kp_journal_open_ex(kp_journal **out, const char *path, unsigned flags, const kp_env *env,
@@ -1062,7 +1107,7 @@ kp_err kp_journal_open_ex(kp_journal **out, const char *path, unsigned flags, co
 	if (!out)
 		return KP_ERR_INVALID;
 	*out = NULL;
-	if (!path || !*path || !env || (flags & ~KP_JOURNAL_READONLY))
+	if (!path || !*path || !env || (flags & ~(KP_JOURNAL_READONLY | KP_JOURNAL_CHECK_LATER)))
 		return KP_ERR_INVALID;
 	if (strlen(path) >= PATH_MAX)
 		return KP_ERR_TOO_BIG;
@@ -1071,6 +1116,7 @@ kp_err kp_journal_open_ex(kp_journal **out, const char *path, unsigned flags, co
 		return KP_ERR_NOMEM;
 	j->env = env;
 	j->readonly = flags & KP_JOURNAL_READONLY;
+	j->check_later = flags & KP_JOURNAL_CHECK_LATER;
 	snprintf(j->path, sizeof(j->path), "%s", path);
 	kp_err err;
 	if (j->readonly) {

@@ -90,6 +90,12 @@ typedef struct kp_event {
 /* ---- lifecycle ---- */
 
 #define KP_JOURNAL_READONLY 0x1u   /* open for reading; never creates or migrates */
+/* Skip the quick_check at open: the caller runs kp_journal_quick_check_file()
+ * (kioskpayd: in a thread, so a big journal does not delay the first sale)
+ * and calls kp_journal_mark_checked() when it passed; until then closing does
+ * not checkpoint the WAL into the file. Ignored (checked at open) when the
+ * schema must be migrated first. */
+#define KP_JOURNAL_CHECK_LATER 0x2u
 
 /* Open (and for read-write, create and migrate) the journal at path. Creates
  * the parent directory (0700) and the file (0600) when missing and not
@@ -113,6 +119,12 @@ typedef struct kp_journal_opts {
 /* kp_journal_open() with opts (NULL = defaults). */
 kp_err kp_journal_open_ex(kp_journal **out, const char *path, unsigned flags, const kp_env *env,
 			  const kp_journal_opts *opts) KP_MUST_USE;
+/* PRAGMA quick_check of the journal file at path on a read-only connection of
+ * its own (SQLite's "unix" VFS): safe in another thread while the journal is
+ * open and written. KP_ERR_CORRUPT (or the open's error) with why filled. */
+kp_err kp_journal_quick_check_file(const char *path, char *why, size_t why_size) KP_MUST_USE;
+/* The check of a KP_JOURNAL_CHECK_LATER journal passed: closing may checkpoint. */
+void kp_journal_mark_checked(kp_journal *j);
 /* Safe on NULL. */
 void kp_journal_close(kp_journal *j);
 /* The last SQLite message, for logs ("" if none). */

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "api.h"
+#include "bootcheck.h"
 #include "config.h"
 #include "devices.h"
 #include "engine.h"
@@ -31,8 +32,11 @@ struct daemon {
 	kp_engine *engine;
 	kp_api *api;
 	kp_devices *devices; /* MDB, GPIO, watchdog (app/vend/devices.h) */
+	kp_bootcheck *check; /* the journal's quick_check, running beside the loop */
+	int64_t check_started;
 	int sigfd;
 	bool stop;
+	bool failed;         /* stop with exit 1 (the unit restarts us, a person looks) */
 };
 
 /* ---- the host link as the engine and the API see it ---- */
@@ -165,11 +169,17 @@ static void reload(struct daemon *d)
 static int start(struct daemon *d)
 {
 	int64_t t0 = kp_now_mono(&d->env);
-	kp_err err = kp_journal_open(&d->journal, d->cfg.journal.path, 0, &d->env);
+	kp_err err = kp_journal_open(&d->journal, d->cfg.journal.path, KP_JOURNAL_CHECK_LATER, &d->env);
 	if (err != KP_OK) {
 		kp_log_error(&d->env, "journal %s: %s%s%s — refusing to run", d->cfg.journal.path,
 			     kp_strerror(err), d->journal ? ": " : "",
 			     d->journal ? kp_journal_errmsg(d->journal) : "");
+		return -1;
+	}
+	d->check_started = kp_now_mono(&d->env);
+	err = kp_bootcheck_start(&d->check, d->cfg.journal.path);
+	if (err != KP_OK) {
+		kp_log_error(&d->env, "journal check: cannot start: %s", kp_strerror(err));
 		return -1;
 	}
 	kp_hostlink_config hc = {
@@ -211,7 +221,9 @@ static int start(struct daemon *d)
 	int64_t found = 0, t1 = kp_now_mono(&d->env);
 	err = kp_engine_recover(d->engine, &found);
 	if (err != KP_OK) {
-		kp_log_error(&d->env, "recovery: %s", kp_strerror(err));
+		kp_log_error(&d->env, "recovery: %s%s", kp_strerror(err),
+			     err == KP_ERR_CORRUPT ? " — refusing to run; the file is left as it is for a "
+						     "technician (docs/technicians.md)" : "");
 		return -1;
 	}
 	kp_devices_deps dd = {.env = &d->env, .cfg = &d->cfg, .engine = d->engine, .journal = d->journal,
@@ -231,6 +243,24 @@ static int start(struct daemon *d)
 	return 0;
 }
 
+/* The journal's quick_check came back: a damaged journal stops the service
+ * (as it would have refused to start), with no checkpoint into the file. */
+static void check_done(struct daemon *d)
+{
+	char why[512];
+	kp_err err = kp_bootcheck_collect(d->check, why, sizeof(why));
+	int64_t ms = kp_now_mono(&d->env) - d->check_started;
+	if (err == KP_OK) {
+		kp_journal_mark_checked(d->journal);
+		kp_log_info(&d->env, "journal check: ok (%lld ms)", (long long)ms);
+		return;
+	}
+	kp_log_error(&d->env, "%s (%s) — stopping; the file is left as it is for a technician "
+		     "(docs/technicians.md)", why, kp_strerror(err));
+	d->stop = true;
+	d->failed = true;
+}
+
 static void stop(struct daemon *d, bool clean)
 {
 	/* The devices first: the vend's payments in the engine are detached. */
@@ -245,6 +275,9 @@ static void stop(struct daemon *d, bool clean)
 	d->engine = NULL;
 	kp_api_free(d->api);
 	d->api = NULL;
+	/* A check still running reads the file: wait for it before closing. */
+	kp_bootcheck_free(d->check);
+	d->check = NULL;
 	kp_journal_close(d->journal);
 	d->journal = NULL;
 }
@@ -284,12 +317,13 @@ static int loop(struct daemon *d)
 	while (!d->stop) {
 		kp_hostlink_tick(d->link);
 		next = kp_engine_tick(d->engine);
-		struct pollfd pfd[3 + KP_DEVICES_POLLFDS];
+		struct pollfd pfd[4 + KP_DEVICES_POLLFDS];
 		pfd[0] = (struct pollfd){.fd = d->sigfd, .events = POLLIN};
 		kp_api_pollfd(d->api, &pfd[1]);
 		kp_hostlink_pollfd(d->link, &pfd[2]);
-		size_t ndev = kp_devices_pollfds(d->devices, &pfd[3], KP_DEVICES_POLLFDS);
-		int n = poll(pfd, (nfds_t)(3 + ndev), poll_timeout(d, next));
+		pfd[3] = (struct pollfd){.fd = kp_bootcheck_fd(d->check), .events = POLLIN};
+		size_t ndev = kp_devices_pollfds(d->devices, &pfd[4], KP_DEVICES_POLLFDS);
+		int n = poll(pfd, (nfds_t)(4 + ndev), poll_timeout(d, next));
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -303,9 +337,11 @@ static int loop(struct daemon *d)
 			kp_api_process(d->api, pfd[1].revents);
 		if (pfd[2].fd >= 0 && pfd[2].revents)
 			kp_hostlink_process(d->link, pfd[2].revents);
-		kp_devices_process(d->devices, &pfd[3], ndev); /* every turn: also feeds the watchdog */
+		if (pfd[3].fd >= 0 && pfd[3].revents)
+			check_done(d);
+		kp_devices_process(d->devices, &pfd[4], ndev); /* every turn: also feeds the watchdog */
 	}
-	return 0;
+	return d->failed ? -1 : 0;
 }
 
 static void usage(FILE *f)

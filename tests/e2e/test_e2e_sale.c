@@ -452,6 +452,77 @@ static void test_kill9_paid_not_vended_refunded(void **state)
 	assert_int_equal(net, 0);
 }
 
+/* The whole file (NULL if unreadable); *len its size. */
+static char *slurp(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return NULL;
+	char *buf = NULL;
+	size_t cap = 0;
+	*len = 0;
+	for (;;) {
+		if (*len == cap) {
+			cap = cap ? cap * 2 : 65536;
+			char *n = realloc(buf, cap);
+			assert_non_null(n);
+			buf = n;
+		}
+		size_t got = fread(buf + *len, 1, cap - *len, f);
+		*len += got;
+		if (got == 0)
+			break;
+	}
+	fclose(f);
+	return buf;
+}
+
+/* The journal is checked beside the running service (so a big one does not
+ * delay the first sale); a damaged one stops it with exit 1, says why, and is
+ * left as it was for a technician. */
+static void test_damaged_journal_stops_service(void **state)
+{
+	kp_world *w = *state;
+	char order_id[65];
+	for (int i = 0; i < 40; i++) {
+		char key[32];
+		snprintf(key, sizeof(key), "dmg-%d", i);
+		create_order(w, key, 100 + i, order_id);
+	}
+	assert_int_equal(w_stop_daemon(w, SIGTERM), 0); /* clean: all in the main file */
+	/* Garble a page of the event log: the start reads the records (recovery),
+	 * never the history, so only the check beside the service can see it.
+	 * (Damage to what the start reads stops it at once: test_journal.) */
+	int64_t page = w_sql_int(w, "SELECT max(pageno) FROM dbstat WHERE name='events' AND pagetype='leaf'");
+	int64_t page_size = w_sql_int(w, "PRAGMA page_size");
+	assert_true(page > 1 && page_size >= 512);
+	size_t len = 0, len2 = 0;
+	FILE *f = fopen(w->journal, "r+b");
+	assert_non_null(f);
+	assert_int_equal(fseek(f, (long)((page - 1) * page_size), SEEK_SET), 0);
+	for (int64_t i = 0; i < page_size; i++)
+		fputc(0x5A ^ (int)(i & 0xFF), f);
+	fclose(f);
+	char *before = slurp(w->journal, &len);
+	assert_non_null(before);
+
+	(void)w_start_daemon(w, FAST); /* up or not: the check ends it either way */
+	assert_int_equal(w_stop_daemon(w, 0), 1); /* signal 0: only wait for its exit */
+	size_t loglen = 0;
+	char *log = slurp(w->daemon_log, &loglen);
+	assert_non_null(log);
+	log[loglen ? loglen - 1 : 0] = '\0';
+	assert_non_null(strstr(log, "failed its quick_check"));
+	assert_non_null(strstr(log, "stopping; the file is left as it is for a technician"));
+	free(log);
+	char *after = slurp(w->journal, &len2);
+	assert_non_null(after);
+	assert_int_equal(len2, len);
+	assert_memory_equal(after, before, len);
+	free(before);
+	free(after);
+}
+
 #define WORLD(fn, name, ini)                                                        \
 	static int setup_##fn(void **state) { return start_world(state, name, ini); }
 
@@ -478,6 +549,7 @@ int main(void)
 		T(test_host_down_at_pay, sale),
 		T(test_vend_failure_refunds, sale),
 		T(test_kill9_mid_sale_replayed, sale),
+		T(test_damaged_journal_stops_service, sale),
 		T(test_kill9_paid_not_vended_refunded, sale),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
