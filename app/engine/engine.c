@@ -572,6 +572,9 @@ static void apply_payment(kp_engine *e, const char *attempt_id, const kp_host_ms
 	} else if (strcmp(p->status, "pending") == 0) {
 		if (!kp_attempt_state_live(a.state))
 			return;
+		if (a.state == KP_ATTEMPT_PAYING && (!p->qr[0] || strcmp(p->qr, a.qr) == 0) &&
+		    a.next_check_at > now)
+			return; /* nothing new, and its next check is scheduled: no write, no fsync */
 		if (a.state == KP_ATTEMPT_CREATED) {
 			m.to = KP_ATTEMPT_PAYING;
 		}

@@ -97,17 +97,27 @@ bench_journal() {
 # The whole stack: CoAP -> engine -> journal -> TLS -> simulator -> confirm ->
 # commit, with kp-load as the customers, beside the journal-only rate (the
 # durability limit) measured in the same run. BENCH_SALE_ORDERS (default 300).
+# sim_dir NAME: a fresh directory for the simulator's ledger, under
+# BENCH_SIM_DIR (default /dev/shm): the payment host's disk is not the kiosk's,
+# and its fsyncs on the kiosk's device would be counted against the kiosk.
+sim_dir() {
+	local base=${BENCH_SIM_DIR:-/dev/shm}
+	[ -d "$base" ] || base=${BENCH_DIR:-/tmp}
+	mktemp -d "$base/kp-bench-$1-sim-XXXXXX"
+}
+
 bench_sale() {
 	local pki=$build/tests/pki/kp-pki sim=$build/tests/hostsim/kp-hostsim
 	local daemon=$build/app/kioskpayd/kioskpayd load=$build/tests/load/kp-load
 	local jbin=$build/tests/bench/kp-bench-journal
 	need "$pki"; need "$sim"; need "$daemon"; need "$load"; need "$jbin"
 	local n=${BENCH_SALE_ORDERS:-300}
-	local dir
+	local dir simdir
 	dir=$(mktemp -d "${BENCH_DIR:-/tmp}/kp-bench-sale-XXXXXX")
+	simdir=$(sim_dir sale)
 	local hp=$((20000 + RANDOM % 10000)) cp=$((30000 + RANDOM % 10000)) ap=$((40000 + RANDOM % 10000))
 	"$pki" "$dir/pki" >/dev/null
-	"$sim" --listen "127.0.0.1:$hp" --control "127.0.0.1:$cp" --ledger "$dir/ledger.db" \
+	"$sim" --listen "127.0.0.1:$hp" --control "127.0.0.1:$cp" --ledger "$simdir/ledger.db" \
 		--ca "$dir/pki/ca.crt" --cert "$dir/pki/host.crt" --key "$dir/pki/host.key" >"$dir/sim.log" 2>&1 &
 	local sim_pid=$!
 	printf '%s\n' "[journal]" "path = $dir/state/journal.db" "[api]" "listen = 127.0.0.1:$ap" \
@@ -132,7 +142,7 @@ bench_sale() {
 	echo "journal only:  $jonly completed payments/s (the same 4 commits per payment, no network)"
 	awk -v a="$stack" -v b="$jonly" 'BEGIN { if (b > 0) printf "ratio full/journal = %.2f (target >= 0.5)\n", a / b }'
 	echo "kioskpayd peak RSS (VmHWM): $rss KiB (target < 8192 KiB)"
-	rm -rf "$dir"
+	rm -rf "$dir" "$simdir"
 	local p50 p99
 	p50=$(echo "$out" | sed -n 's/.*"order_to_paid_ms_p50":\([0-9.]*\).*/\1/p')
 	p99=$(echo "$out" | sed -n 's/.*"order_to_paid_ms_p99":\([0-9.]*\).*/\1/p')
@@ -288,11 +298,12 @@ bench_scale() {
 	local pki=$build/tests/pki/kp-pki sim=$build/tests/hostsim/kp-hostsim
 	local daemon=$build/app/kioskpayd/kioskpayd load=$build/tests/load/kp-load
 	need "$pki"; need "$sim"; need "$daemon"; need "$load"
-	local dir c i n=${BENCH_SCALE_ORDERS:-100} one="" dat=$res/scale.dat
+	local dir simdir c i n=${BENCH_SCALE_ORDERS:-100} one="" dat=$res/scale.dat
 	dir=$(mktemp -d "${BENCH_DIR:-/tmp}/kp-bench-scale-XXXXXX")
+	simdir=$(sim_dir scale)
 	local hp=$((20000 + RANDOM % 10000)) cp=$((30000 + RANDOM % 10000)) ap=$((40000 + RANDOM % 10000))
 	"$pki" "$dir/pki" >/dev/null
-	"$sim" --listen "127.0.0.1:$hp" --control "127.0.0.1:$cp" --ledger "$dir/ledger.db" \
+	"$sim" --listen "127.0.0.1:$hp" --control "127.0.0.1:$cp" --ledger "$simdir/ledger.db" \
 		--ca "$dir/pki/ca.crt" --cert "$dir/pki/host.crt" --key "$dir/pki/host.key" >"$dir/sim.log" 2>&1 &
 	local sim_pid=$!
 	printf '%s\n' "[journal]" "path = $dir/state/journal.db" "[api]" "listen = 127.0.0.1:$ap" \
@@ -331,7 +342,7 @@ bench_scale() {
 	done
 	kill "$d_pid" "$sim_pid" 2>/dev/null || true
 	wait "$d_pid" "$sim_pid" 2>/dev/null || true
-	rm -rf "$dir"
+	rm -rf "$dir" "$simdir"
 	save_json scale
 }
 
