@@ -121,9 +121,11 @@ static const char migration_1[] =
 /* Version 2: the reconciler's due order. Without it, each tick of a boot
  * replay read and sorted every live attempt to find the 64 due first: 10,000
  * in-flight attempts made replay quadratic. Partial, so in normal selling it
- * holds only the few live attempts (one small page). */
+ * holds only the few live attempts (one small page); state is in it so that
+ * counting and min() over live attempts never read the table (boot: 0.4 s at
+ * 100,000 without it). */
 static const char migration_2[] =
-	"CREATE INDEX attempts_due ON attempts(next_check_at) WHERE state IN " LIVE ";\n"
+	"CREATE INDEX attempts_due ON attempts(next_check_at, state) WHERE state IN " LIVE ";\n"
 	"PRAGMA user_version = 2;\n";
 
 static const char *const migrations[] = {
