@@ -126,17 +126,26 @@ static int64_t backoff(int64_t min, int64_t max, int64_t tries)
 	return v < max ? v : max;
 }
 
+/* The growable array arr (*cap elements of size elem, n in use) with room for
+ * one more: arr itself or its larger copy; NULL if out of memory (arr unchanged). */
+static void *room_for_one(void *arr, size_t *cap, size_t n, size_t elem)
+{
+	if (n < *cap)
+		return arr;
+	size_t grown = *cap ? *cap * 2 : 64;
+	void *p = realloc(arr, grown * elem);
+	if (p)
+		*cap = grown;
+	return p;
+}
+
 /* Keep d for after the batch's commit; false if out of memory. */
 static bool hold(kp_engine *e, const struct deferred *d)
 {
-	if (e->nheld == e->capheld) {
-		size_t cap = e->capheld ? e->capheld * 2 : 64;
-		struct deferred *n = realloc(e->held, cap * sizeof(*n));
-		if (!n)
-			return false;
-		e->held = n;
-		e->capheld = cap;
-	}
+	struct deferred *held = room_for_one(e->held, &e->capheld, e->nheld, sizeof(*d));
+	if (!held)
+		return false;
+	e->held = held;
 	e->held[e->nheld++] = *d;
 	return true;
 }
@@ -725,14 +734,10 @@ static void apply_refund(kp_engine *e, const char *refund_id, kp_err err, const 
 /* Keep a host answer for the next tick; false if out of memory. */
 static bool enqueue(kp_engine *e, const struct queued *q)
 {
-	if (e->nqueue == e->capqueue) {
-		size_t cap = e->capqueue ? e->capqueue * 2 : 64;
-		struct queued *n = realloc(e->queue, cap * sizeof(*n));
-		if (!n)
-			return false;
-		e->queue = n;
-		e->capqueue = cap;
-	}
+	struct queued *queue = room_for_one(e->queue, &e->capqueue, e->nqueue, sizeof(*q));
+	if (!queue)
+		return false;
+	e->queue = queue;
 	e->queue[e->nqueue++] = *q;
 	return true;
 }
