@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "count_vfs.h"
 #include "engine.h"
 #include "journal.h"
 #include "kp_failpoint.h"
@@ -64,6 +65,8 @@ static kp_err fh_request(void *h, const kp_host_msg *req, kp_engine_reply_fn fn,
 	if (!fh->up)
 		return KP_ERR_DISCONNECTED;
 	assert_true(fh->nreq < MAXREQ);
+	/* Nothing is said to the host from inside an uncommitted transaction. */
+	assert_false(kp_journal_in_txn(fh->j));
 	/* Write-ahead: whatever goes to the host is already in the journal. */
 	if (req->op == KP_OP_CREATE_PAYMENT || req->op == KP_OP_CANCEL_PAYMENT) {
 		kp_attempt a;
@@ -88,7 +91,8 @@ static kp_err fh_request(void *h, const kp_host_msg *req, kp_engine_reply_fn fn,
 static kp_err fh_ack(void *h, int64_t seq)
 {
 	struct fake_host *fh = h;
-	/* Ack only after commit: the confirmation must already be readable. */
+	/* Ack only after commit: never from inside a transaction (a batch). */
+	assert_false(kp_journal_in_txn(fh->j));
 	assert_true(fh->nack < MAXREQ);
 	fh->acks[fh->nack++] = seq;
 	return KP_OK;
@@ -159,7 +163,8 @@ static void answer_refund(struct fake_req *r, const char *status)
 	answer(r, KP_OK, &m);
 }
 
-static void confirm(struct fixture *f, int64_t seq, const char *attempt_id, const char *host_txn,
+/* A confirm read off the link; applied on the loop's next tick. */
+static void confirm_arrives(struct fixture *f, int64_t seq, const char *attempt_id, const char *host_txn,
 		    const char *status, int64_t amount)
 {
 	kp_host_msg c;
@@ -173,6 +178,12 @@ static void confirm(struct fixture *f, int64_t seq, const char *attempt_id, cons
 	c.amount = amount;
 	c.at = kp_now_wall(&f->env);
 	kp_engine_on_confirm(f->e, &c);
+}
+
+static void confirm(struct fixture *f, int64_t seq, const char *attempt_id, const char *host_txn,
+		    const char *status, int64_t amount)
+{
+	confirm_arrives(f, seq, attempt_id, host_txn, status, amount);
 	(void)kp_engine_tick(f->e); /* the loop's next turn applies it */
 }
 
@@ -186,7 +197,10 @@ static int setup(void **state)
 	snprintf(f->path, sizeof(f->path), "%s/journal.db", f->dir);
 	kp_env_init_fake(&f->env, &f->world, 7, T0);
 	f->world.quiet = true;
-	assert_int_equal(kp_journal_open(&f->j, f->path, 0, &f->env), KP_OK);
+	/* Through the counting VFS (changes nothing else): tests can count fsyncs. */
+	assert_int_equal(kp_count_vfs_register(), KP_OK);
+	kp_journal_opts jo = {.vfs_name = KP_COUNT_VFS_NAME};
+	assert_int_equal(kp_journal_open_ex(&f->j, f->path, 0, &f->env, &jo), KP_OK);
 	kp_engine_config_defaults(&f->cfg);
 	f->host.up = true;
 	f->host.j = f->j;
@@ -624,6 +638,53 @@ static void test_confirm_not_committed_not_acked(void **state)
 	assert_int_equal(order_state(f, o.order_id), KP_ORDER_PAID);
 }
 
+/* Confirms read in one loop turn are applied by the next tick in one
+ * transaction: nothing is acked before it commits, a confirm that fails is
+ * rolled back alone (not acked: redelivered), a duplicate is acked again. */
+static void test_confirm_burst_one_commit(void **state)
+{
+	struct fixture *f = *state;
+	kp_order o[4];
+	kp_attempt a[4];
+	char key[16], txn[16];
+	for (int i = 0; i < 4; i++) {
+		snprintf(key, sizeof(key), "burst-%d", i);
+		make_order(f, key, 100 + i, &o[i]);
+		pay_pending(f, o[i].order_id, "card", &a[i]);
+	}
+	int acks = f->host.nack;
+	/* The third confirm's commit fails (failpoint 60 fires on its 3rd pass). */
+	assert_int_equal(kp_failpoint_arm(60, 3, 1, KP_FP_ERROR), KP_OK);
+	for (int i = 0; i < 4; i++) {
+		snprintf(txn, sizeof(txn), "txn-b%d", i);
+		confirm_arrives(f, 100 + i, a[i].attempt_id, txn, "succeeded", 100 + i);
+	}
+	confirm_arrives(f, 100, a[0].attempt_id, "txn-b0", "succeeded", 100); /* doubled */
+	/* Read but not yet applied: nothing changed, nothing acked. */
+	assert_int_equal(f->host.nack, acks);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(order_state(f, o[i].order_id), KP_ORDER_PENDING);
+	kp_count_stats before, after;
+	kp_count_vfs_get(&before);
+	(void)kp_engine_tick(f->e);
+	kp_count_vfs_get(&after);
+	kp_failpoint_disarm_all();
+	assert_int_equal(after.syncs[KP_COUNT_WAL] - before.syncs[KP_COUNT_WAL], 1); /* one commit */
+	assert_int_equal(f->host.nack, acks + 4); /* 0, 1, 3 and the double of 0 */
+	for (int i = 0; i < f->host.nack - acks; i++)
+		assert_int_not_equal(f->host.acks[acks + i], 102);
+	kp_confirmation c;
+	for (int i = 0; i < 4; i++) {
+		snprintf(txn, sizeof(txn), "txn-b%d", i);
+		assert_int_equal(kp_journal_confirmation_get(f->j, txn, &c), i == 2 ? KP_ERR_NOT_FOUND : KP_OK);
+		assert_int_equal(order_state(f, o[i].order_id), i == 2 ? KP_ORDER_PENDING : KP_ORDER_PAID);
+	}
+	/* The host redelivers the one not acked. */
+	confirm(f, 102, a[2].attempt_id, "txn-b2", "succeeded", 102);
+	assert_int_equal(f->host.acks[f->host.nack - 1], 102);
+	assert_int_equal(order_state(f, o[2].order_id), KP_ORDER_PAID);
+}
+
 static void test_power_cut_policy_on_recover(void **state)
 {
 	struct fixture *f = *state;
@@ -701,6 +762,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_vend_failure_refunds, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_give_up_unresolved, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_confirm_not_committed_not_acked, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_confirm_burst_one_commit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_power_cut_policy_on_recover, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cancel_order_then_late_success, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_vend_failure_after_many_attempts, setup, teardown),
