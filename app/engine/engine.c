@@ -761,6 +761,8 @@ static void on_reply(void *arg, kp_err err, const kp_host_msg *reply)
 static void reply_apply(struct req_ctx *ctx, kp_err err, const kp_host_msg *reply)
 {
 	kp_engine *e = ctx->e;
+	if (err == KP_OK && !reply)
+		err = KP_ERR_INTERNAL; /* the link always gives an answer with KP_OK */
 	if (e->stats.requests_in_flight > 0)
 		e->stats.requests_in_flight--;
 	if (ctx->kind == REQ_REFUND) {

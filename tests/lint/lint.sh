@@ -26,12 +26,21 @@ sed -n 's/^ *"file": "\(.*\)",\{0,1\}$/\1/p' "$db" | grep -E "^$top/(app|storage
 [ -s "$out/files" ] || { echo "lint: no sources of app/ storage/ drivers/ firmware/ in $db" >&2; exit 2; }
 nfiles=$(wc -l <"$out/files")
 
-# cppcheck: one pass over the database, only our folders.
+# cppcheck: one pass over the database, only our folders. cppcheck 2.10
+# matches --file-filter only against paths relative to the working directory
+# and only when --project is relative too: otherwise it says "could not find
+# any files matching the filter" on stdout and checks nothing. Hence the cd.
 filters=()
-for d in app storage drivers firmware; do filters+=("--file-filter=$top/$d/*"); done
-cppcheck --project="$db" "${filters[@]}" --enable=warning,performance,portability --std=c11 \
-	--suppress=missingIncludeSystem --inline-suppr -q -j"$(nproc)" \
-	--template='{file}:{line}:{column}: warning: {message} [{id}]' 2>"$out/cppcheck" || true
+for d in app storage drivers firmware; do filters+=("--file-filter=$d/*"); done
+db_rel=$(realpath --relative-to="$top" "$db")
+(cd "$top" && cppcheck --project="$db_rel" "${filters[@]}" --enable=warning,performance,portability \
+	--std=c11 --suppress=missingIncludeSystem --inline-suppr -q -j"$(nproc)" \
+	--template='{file}:{line}:{column}: warning: {message} [{id}]') >"$out/cppcheck.stdout" \
+	2>"$out/cppcheck" || true
+if grep -q "could not find any files" "$out/cppcheck.stdout" "$out/cppcheck"; then
+	echo "lint: cppcheck matched no file (filters: ${filters[*]})" >&2
+	exit 2
+fi
 
 # clang-tidy: the files in parallel; warnings only (notes and the
 # "N warnings generated" lines are dropped).
