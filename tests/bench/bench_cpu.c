@@ -124,9 +124,9 @@ static void pay_one(struct run *r)
 	c.has_amount = true;
 	c.at = kp_now_wall(&r->env);
 	kp_engine_on_confirm(r->e, &c);
+	(void)kp_engine_tick(r->e); /* the loop's next turn applies the confirm */
 	if (kp_engine_vend(r->e, o.order_id, true, &o) != KP_OK || o.state != KP_ORDER_FULFILLED)
 		r->failures++;
-	(void)kp_engine_tick(r->e);
 	kp_fake_advance(&r->world, 10);
 }
 
