@@ -340,7 +340,13 @@ static enum done state_group(struct ctx *c, const struct ids *x)
 	kp_attempt a;
 	assert_int_equal(kp_journal_order_get(c->j, x->order, &o), KP_OK);
 	assert_int_equal(kp_journal_attempt_get(c->j, x->attempt, &a), KP_OK);
-	int n = (state_confirm(c, x) == DONE) + (a.state == KP_ATTEMPT_SUCCEEDED) + (o.state == KP_ORDER_PAID);
+	bool conf = state_confirm(c, x) == DONE, att = a.state == KP_ATTEMPT_SUCCEEDED,
+	     ord = o.state == KP_ORDER_PAID;
+	int n = conf + att + ord;
+	if (n != 0 && n != 3)
+		fprintf(stderr, "group kept: confirmation %s, attempt %s (%s), order %s (%s)\n",
+			conf ? "yes" : "no", att ? "yes" : "no", kp_attempt_state_str(a.state),
+			ord ? "yes" : "no", kp_order_state_str(o.state));
 	return n == 0 ? NOT_DONE : n == 3 ? DONE : MIXED;
 }
 
