@@ -375,7 +375,7 @@ print_table() {
 	local f first=1
 	{
 		printf '['
-		for f in "$res"/{cpu,journal,link,replay,sale,scale,size}.json; do
+		for f in "$res"/{cpu,journal,link,qemu,replay,sale,scale,size}.json; do
 			[ -f "$f" ] && [ "$f" -nt "$rows.start" ] || continue
 			[ $first = 1 ] || printf ','
 			first=0
@@ -386,6 +386,67 @@ print_table() {
 	if command -v gnuplot >/dev/null && [ -x "$here/plot.sh" ]; then
 		"$here/plot.sh" "$res" "$res/performance.png" && echo "plot: $res/performance.png"
 	fi
+}
+
+# The same figures under qemu-aarch64 where a baseline measured under the same
+# emulation keeps the ratio meaningful (absolute numbers measure the emulator
+# on this CPU, not an ARM kiosk): the journal against plain SQLite, syncs and
+# bytes per payment (must equal the host's: the same SQLite, the same pages),
+# and boot replay against the same binaries' empty-journal start and host
+# limit. Every program (kioskpayd, kp-hostsim too) is the aarch64 build, run
+# through toolchains/qemu-ns.sh. Needs build/aarch64 and its sysroot (made by
+# ./run test --board qemu-aarch64, or BENCH_AARCH64_BUILD / _SYSROOT); without
+# them one row says it was skipped. BENCH_QEMU_REPLAY_COUNTS ("1000 10000").
+bench_qemu() {
+	local top a64 sysroot j=$res/qemu-journal.json n r first=1
+	top=$(cd "$here/../.." && pwd)
+	a64=${BENCH_AARCH64_BUILD:-$(dirname "$build")/aarch64}
+	sysroot=${BENCH_AARCH64_SYSROOT:-$(dirname "$build")/sysroot-arm64}
+	if [ ! -f "$sysroot/.kp-sysroot-stamp" ] || [ ! -f "$a64/CMakeCache.txt" ]; then
+		echo "bench qemu: no aarch64 build at $a64 or no sysroot at $sysroot (./run test --board qemu-aarch64)"
+		fig qemu "skipped: no aarch64 build (./run test --board qemu-aarch64 makes one)" - - - -
+		return 0
+	fi
+	cmake --build "$a64" --target kp-bench-journal kp-bench-replay kioskpayd kp-hostsim kp-pki >/dev/null
+	local type qns=("$top/toolchains/qemu-ns.sh" arm64 "$sysroot")
+	type=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$a64/CMakeCache.txt")
+	"${qns[@]}" "$a64/tests/bench/kp-bench-journal" --dir "${BENCH_DIR:-/tmp}" --payments 300 --json "$j"
+	local ja bb sp kp hsp hkp
+	ja=$(jnum "$j" journal_commits_per_s) bb=$(jnum "$j" baseline_commits_per_s)
+	sp=$(jnum "$j" syncs_per_payment) kp=$(jnum "$j" kib_per_payment)
+	hsp=$(jnum "$res/journal-detail.json" syncs_per_payment 2>/dev/null || true)
+	hkp=$(jnum "$res/journal-detail.json" kib_per_payment 2>/dev/null || true)
+	fig qemu "journal commits/s, $type (baseline: plain SQLite, both under qemu-aarch64)" "$ja" "$bb" \
+		"$(ratio "$ja" "$bb")" "CPU-bound here"
+	fig qemu "syncs per payment under qemu-aarch64 (baseline: the host's)" "$sp" "${hsp:--}" \
+		"$(ratio "$sp" "${hsp:-}")" "= host"
+	fig qemu "KiB per payment under qemu-aarch64 (baseline: the host's)" "$kp" "${hkp:--}" \
+		"$(ratio "$kp" "${hkp:-}")" "= host"
+	printf '{"journal":' >"$res/qemu-detail.json"
+	tr -d '\n' <"$j" >>"$res/qemu-detail.json"
+	printf ',"replay":[' >>"$res/qemu-detail.json"
+	for n in ${BENCH_QEMU_REPLAY_COUNTS:-1000 10000}; do
+		r=$res/qemu-replay-$n.json
+		rm -f "$r"
+		if ! "${qns[@]}" "$a64/tests/bench/kp-bench-replay" --count "$n" --dir "${BENCH_DIR:-/tmp}" \
+			--timeout "${BENCH_REPLAY_TIMEOUT:-60}" --json "$r" --kioskpayd "$a64/app/kioskpayd/kioskpayd" \
+			--hostsim "$a64/tests/hostsim/kp-hostsim" --pki "$a64/tests/pki/kp-pki"; then
+			fig qemu "replay, $n in flight, qemu-aarch64: FAILED (see above)" - - - -
+			continue
+		fi
+		[ $first = 1 ] || printf ',' >>"$res/qemu-detail.json"
+		first=0
+		tr -d '\n' <"$r" >>"$res/qemu-detail.json"
+		local ready empty t host
+		ready=$(jnum "$r" ready_ms) empty=$(jnum "$r" ready_empty_ms)
+		t=$(jnum "$r" projected_s) host=$(jnum "$r" host_limit_s)
+		fig qemu "ready-to-sell ms, $n in flight, qemu-aarch64 $type (baseline: empty journal)" "$ready" "$empty" \
+			"$(ratio "$ready" "$empty")" "-"
+		fig qemu "replay s, $n in flight, qemu-aarch64 $type (baseline: host limit, emulated too)" "$t" "$host" \
+			"$(ratio "$t" "$host" %.1f)" "as on the host"
+	done
+	printf ']}\n' >>"$res/qemu-detail.json"
+	save_json qemu "$res/qemu-detail.json"
 }
 
 known=$(declare -F | awk '{print $3}' | sed -n 's/^bench_//p')
