@@ -15,6 +15,7 @@
 #include <coap3/coap.h>
 
 #include "api_json.h"
+#include "coap_addr.h"
 
 #define WHY_SIZE 192
 #define ORDER_CHILDREN_MAX 32   /* attempts / refunds shown per order */
@@ -832,56 +833,6 @@ static void hnd_events_get(coap_resource_t *res, coap_session_t *session, const 
 
 /* ---------- lifecycle ---------- */
 
-/* "a.b.c.d:port", "[v6]:port" or "localhost:port", numbers only. */
-static kp_err parse_listen(const char *text, coap_address_t *addr, bool *loopback)
-{
-	char host[64];
-	const char *colon, *h;
-	size_t hlen;
-	char *end;
-
-	coap_address_init(addr);
-	if (text[0] == '[') {
-		const char *rb = strchr(text, ']');
-		if (!rb || rb[1] != ':')
-			return KP_ERR_CONFIG;
-		h = text + 1;
-		hlen = (size_t)(rb - h);
-		colon = rb + 1;
-	} else {
-		colon = strrchr(text, ':');
-		if (!colon)
-			return KP_ERR_CONFIG;
-		h = text;
-		hlen = (size_t)(colon - text);
-	}
-	if (hlen == 0 || hlen >= sizeof(host))
-		return KP_ERR_CONFIG;
-	memcpy(host, h, hlen);
-	host[hlen] = '\0';
-	errno = 0;
-	long port = strtol(colon + 1, &end, 10);
-	if (errno || end == colon + 1 || *end || port < 0 || port > 65535)
-		return KP_ERR_CONFIG;
-	if (strcmp(host, "localhost") == 0)
-		snprintf(host, sizeof(host), "127.0.0.1");
-	if (inet_pton(AF_INET, host, &addr->addr.sin.sin_addr) == 1) {
-		addr->addr.sin.sin_family = AF_INET;
-		addr->addr.sin.sin_port = htons((uint16_t)port);
-		addr->size = sizeof(struct sockaddr_in);
-		*loopback = (ntohl(addr->addr.sin.sin_addr.s_addr) >> 24) == 127;
-		return KP_OK;
-	}
-	if (inet_pton(AF_INET6, host, &addr->addr.sin6.sin6_addr) == 1) {
-		addr->addr.sin6.sin6_family = AF_INET6;
-		addr->addr.sin6.sin6_port = htons((uint16_t)port);
-		addr->size = sizeof(struct sockaddr_in6);
-		*loopback = IN6_IS_ADDR_LOOPBACK(&addr->addr.sin6.sin6_addr);
-		return KP_OK;
-	}
-	return KP_ERR_CONFIG;
-}
-
 /* The bound port, from libcoap's "addr:port UDP" text of the endpoint. */
 static uint16_t endpoint_port(const coap_endpoint_t *ep)
 {
@@ -925,7 +876,7 @@ kp_err kp_api_new(kp_api **out, const kp_api_config *cfg, const kp_api_deps *dep
 	if (!deps || !deps->env)
 		return KP_ERR_INVALID;
 	const char *listen = cfg && cfg->listen && cfg->listen[0] ? cfg->listen : KP_API_LISTEN_DEFAULT;
-	if (parse_listen(listen, &addr, &loopback) != KP_OK) {
+	if (kp_coap_addr_parse(listen, true, &addr, &loopback) != KP_OK) {
 		kp_log_error(deps->env, "api: listen address \"%s\" is not ipv4:port, [ipv6]:port or localhost:port",
 			     listen);
 		return KP_ERR_CONFIG;

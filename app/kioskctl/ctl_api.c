@@ -16,6 +16,7 @@
 #include <cjson/cJSON.h>
 #include <coap3/coap.h>
 
+#include "coap_addr.h"
 #include "kp_env.h"
 #include "kp_error.h"
 
@@ -84,54 +85,6 @@ static void on_nack(coap_session_t *session, const coap_pdu_t *sent, const coap_
 	c->done = true;
 }
 
-/* "a.b.c.d:port", "[v6]:port" or "localhost:port". */
-static kp_err parse_addr(const char *text, coap_address_t *addr)
-{
-	char host[64];
-	const char *colon, *h;
-	size_t hlen;
-	char *end;
-
-	coap_address_init(addr);
-	if (text[0] == '[') {
-		const char *rb = strchr(text, ']');
-		if (!rb || rb[1] != ':')
-			return KP_ERR_CONFIG;
-		h = text + 1;
-		hlen = (size_t)(rb - h);
-		colon = rb + 1;
-	} else {
-		colon = strrchr(text, ':');
-		if (!colon)
-			return KP_ERR_CONFIG;
-		h = text;
-		hlen = (size_t)(colon - text);
-	}
-	if (hlen == 0 || hlen >= sizeof(host))
-		return KP_ERR_CONFIG;
-	memcpy(host, h, hlen);
-	host[hlen] = '\0';
-	errno = 0;
-	long port = strtol(colon + 1, &end, 10);
-	if (errno || end == colon + 1 || *end || port <= 0 || port > 65535)
-		return KP_ERR_CONFIG;
-	if (strcmp(host, "localhost") == 0)
-		snprintf(host, sizeof(host), "127.0.0.1");
-	if (inet_pton(AF_INET, host, &addr->addr.sin.sin_addr) == 1) {
-		addr->addr.sin.sin_family = AF_INET;
-		addr->addr.sin.sin_port = htons((uint16_t)port);
-		addr->size = sizeof(struct sockaddr_in);
-		return KP_OK;
-	}
-	if (inet_pton(AF_INET6, host, &addr->addr.sin6.sin6_addr) == 1) {
-		addr->addr.sin6.sin6_family = AF_INET6;
-		addr->addr.sin6.sin6_port = htons((uint16_t)port);
-		addr->size = sizeof(struct sockaddr_in6);
-		return KP_OK;
-	}
-	return KP_ERR_CONFIG;
-}
-
 /* Add one option per sep-separated part of text. */
 static bool add_parts(coap_pdu_t *pdu, coap_option_num_t num, const char *text, char sep)
 {
@@ -165,7 +118,7 @@ static kp_err api_request(const char *api, const char *method, const char *path,
 	memset(&c, 0, sizeof(c));
 	c.out = out;
 	kp_env_init_system(&env);
-	if (parse_addr(api ? api : KCTL_DEFAULT_API, &dst) != KP_OK)
+	if (kp_coap_addr_parse(api ? api : KCTL_DEFAULT_API, false, &dst, NULL) != KP_OK)
 		return KP_ERR_CONFIG;
 	coap_pdu_code_t code = strcmp(method, "POST") == 0 ? COAP_REQUEST_CODE_POST : COAP_REQUEST_CODE_GET;
 
