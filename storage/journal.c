@@ -1456,8 +1456,10 @@ kp_err kp_journal_attempt_move(kp_journal *j, const char *attempt_id, const kp_a
 	return wtx_end(j, &t, err, FP_ATTEMPT_MOVE);
 }
 
-kp_err kp_journal_attempts_of_order(kp_journal *j, const char *order_id, kp_attempt *arr,
-				    size_t cap, size_t *n)
+/* Up to cap records of one order (statement id, rows read by rd into arr of
+ * elements of size bytes): attempts or refunds. */
+static kp_err of_order(kp_journal *j, enum st id, const char *order_id, row_fn rd, void *arr,
+		       size_t size, size_t cap, size_t *n)
 {
 	if (!j || !n || (!arr && cap) || !id_ok(order_id))
 		return KP_ERR_INVALID;
@@ -1466,13 +1468,19 @@ kp_err kp_journal_attempts_of_order(kp_journal *j, const char *order_id, kp_atte
 	if (cap == 0)
 		return KP_OK;
 	sqlite3_stmt *st = NULL;
-	TRY(stmt(j, ST_ATTEMPTS_OF_ORDER, &st));
+	TRY(stmt(j, id, &st));
 	int rc = bind_text(st, 1, order_id) | bind_i64(st, 2, limit_of(cap));
 	if (rc != SQLITE_OK) {
 		done(st);
 		return bind_failed(j, rc);
 	}
-	return get_many(j, st, row_attempt, arr, sizeof(*arr), cap, n);
+	return get_many(j, st, rd, arr, size, cap, n);
+}
+
+kp_err kp_journal_attempts_of_order(kp_journal *j, const char *order_id, kp_attempt *arr,
+				    size_t cap, size_t *n)
+{
+	return of_order(j, ST_ATTEMPTS_OF_ORDER, order_id, row_attempt, arr, sizeof(*arr), cap, n);
 }
 
 /* ---------- confirmations ---------- */
@@ -1656,20 +1664,7 @@ kp_err kp_journal_refund_move(kp_journal *j, const char *refund_id, const kp_ref
 kp_err kp_journal_refunds_of_order(kp_journal *j, const char *order_id, kp_refund *arr,
 				   size_t cap, size_t *n)
 {
-	if (!j || !n || (!arr && cap) || !id_ok(order_id))
-		return KP_ERR_INVALID;
-	TRY(heal(j));
-	*n = 0;
-	if (cap == 0)
-		return KP_OK;
-	sqlite3_stmt *st = NULL;
-	TRY(stmt(j, ST_REFUNDS_OF_ORDER, &st));
-	int rc = bind_text(st, 1, order_id) | bind_i64(st, 2, limit_of(cap));
-	if (rc != SQLITE_OK) {
-		done(st);
-		return bind_failed(j, rc);
-	}
-	return get_many(j, st, row_refund, arr, sizeof(*arr), cap, n);
+	return of_order(j, ST_REFUNDS_OF_ORDER, order_id, row_refund, arr, sizeof(*arr), cap, n);
 }
 
 /* ---------- recovery queries ---------- */
