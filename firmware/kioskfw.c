@@ -4,11 +4,13 @@
 #include "kioskfw.h"
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "fw_io.h"
+#include "kp_cli.h"
 #include "kp_failpoint.h"
 
 #define EXIT_CODES_HELP                                                                             \
@@ -249,17 +251,6 @@ static void print_cmd_help(const kfw_ctx *ctx, const kfw_cmd *c)
 	printf("usage: %s %s %s\n\n%s\n\n%s\n%s", ctx->prog, name, c->usage, c->summary, c->help, EXIT_CODES_HELP);
 }
 
-static bool wants_help(int argc, char **argv)
-{
-	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--") == 0)
-			return false;
-		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
-			return true;
-	}
-	return false;
-}
-
 int main(int argc, char **argv)
 {
 	kfw_ctx ctx = {.prog = "kioskfw"};
@@ -291,20 +282,13 @@ int main(int argc, char **argv)
 	const char *word = argv[i];
 	const char *sub = i + 1 < argc ? argv[i + 1] : NULL;
 	bool group_known = false;
-	for (size_t k = 0; k < NCOMMANDS; k++) {
+	int at = i; /* index of the command's own name in argv */
+	static const kp_cli_table table = {commands, NCOMMANDS, sizeof(commands[0]),
+					   offsetof(kfw_cmd, group), offsetof(kfw_cmd, name)};
+	long k = kp_cli_find(&table, argc, argv, i, &at, &group_known);
+	if (k >= 0) {
 		const kfw_cmd *c = &commands[k];
-		int at;
-		if (!c->group && strcmp(c->name, word) == 0) {
-			at = i;
-		} else if (c->group && strcmp(c->group, word) == 0) {
-			group_known = true;
-			if (!sub || strcmp(c->name, sub) != 0)
-				continue;
-			at = i + 1;
-		} else {
-			continue;
-		}
-		if (wants_help(argc - at, argv + at)) {
+		if (kp_cli_wants_help(argc - at, argv + at)) {
 			print_cmd_help(&ctx, c);
 			return KFW_EXIT_OK;
 		}

@@ -4,8 +4,11 @@
 #include "kioskctl.h"
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+
+#include "kp_cli.h"
 
 #define EXIT_CODES_HELP                                                              \
 	"exit codes: 0 ok, 1 check found problems / operation failed, 2 usage error, " \
@@ -134,17 +137,6 @@ static void print_cmd_help(const kctl_ctx *ctx, const kctl_cmd *c)
 	       EXIT_CODES_HELP);
 }
 
-static bool wants_help(int argc, char **argv)
-{
-	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--") == 0)
-			return false;
-		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
-			return true;
-	}
-	return false;
-}
-
 int main(int argc, char **argv)
 {
 	kctl_ctx ctx = {.prog = "kioskctl", .api = KCTL_DEFAULT_API};
@@ -176,20 +168,13 @@ int main(int argc, char **argv)
 	const char *word = argv[i];
 	const char *sub = i + 1 < argc ? argv[i + 1] : NULL;
 	bool group_known = false;
-	for (size_t k = 0; k < NCOMMANDS; k++) {
+	int at = i; /* index of the command's own name in argv */
+	static const kp_cli_table table = {commands, NCOMMANDS, sizeof(commands[0]),
+					   offsetof(kctl_cmd, group), offsetof(kctl_cmd, name)};
+	long k = kp_cli_find(&table, argc, argv, i, &at, &group_known);
+	if (k >= 0) {
 		const kctl_cmd *c = &commands[k];
-		int at; /* index of the command's own name in argv */
-		if (!c->group && strcmp(c->name, word) == 0) {
-			at = i;
-		} else if (c->group && strcmp(c->group, word) == 0) {
-			group_known = true;
-			if (!sub || strcmp(c->name, sub) != 0)
-				continue;
-			at = i + 1;
-		} else {
-			continue;
-		}
-		if (wants_help(argc - at, argv + at)) {
+		if (kp_cli_wants_help(argc - at, argv + at)) {
 			print_cmd_help(&ctx, c);
 			return KCTL_EXIT_OK;
 		}
