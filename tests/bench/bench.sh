@@ -106,28 +106,43 @@ sim_dir() {
 	mktemp -d "$base/kp-bench-$1-sim-XXXXXX"
 }
 
-bench_sale() {
+# stack_start NAME: the dev PKI, kp-hostsim (its ledger under sim_dir) and a
+# kioskpayd on random loopback ports, for the full-stack benchmarks. Sets the
+# caller's dir simdir hp cp ap sim_pid d_pid (declare them local first).
+stack_start() {
 	local pki=$build/tests/pki/kp-pki sim=$build/tests/hostsim/kp-hostsim
-	local daemon=$build/app/kioskpayd/kioskpayd load=$build/tests/load/kp-load
-	local jbin=$build/tests/bench/kp-bench-journal
-	need "$pki"; need "$sim"; need "$daemon"; need "$load"; need "$jbin"
-	local n=${BENCH_SALE_ORDERS:-300}
-	local dir simdir
-	dir=$(mktemp -d "${BENCH_DIR:-/tmp}/kp-bench-sale-XXXXXX")
-	simdir=$(sim_dir sale)
-	local hp=$((20000 + RANDOM % 10000)) cp=$((30000 + RANDOM % 10000)) ap=$((40000 + RANDOM % 10000))
+	local daemon=$build/app/kioskpayd/kioskpayd
+	need "$pki"; need "$sim"; need "$daemon"
+	dir=$(mktemp -d "${BENCH_DIR:-/tmp}/kp-bench-$1-XXXXXX")
+	simdir=$(sim_dir "$1")
+	hp=$((20000 + RANDOM % 10000)) cp=$((30000 + RANDOM % 10000)) ap=$((40000 + RANDOM % 10000))
 	"$pki" "$dir/pki" >/dev/null
 	"$sim" --listen "127.0.0.1:$hp" --control "127.0.0.1:$cp" --ledger "$simdir/ledger.db" \
 		--ca "$dir/pki/ca.crt" --cert "$dir/pki/host.crt" --key "$dir/pki/host.key" >"$dir/sim.log" 2>&1 &
-	local sim_pid=$!
+	sim_pid=$!
 	printf '%s\n' "[journal]" "path = $dir/state/journal.db" "[api]" "listen = 127.0.0.1:$ap" \
 		"[host]" "address = 127.0.0.1:$hp" "server_name = localhost" "ca = $dir/pki/ca.crt" \
 		"cert = $dir/pki/device.crt" "key = $dir/pki/device.key" "[device]" "id = kiosk-dev-1" \
 		"[payment]" "max_amount = 100000" "[log]" "level = warn" >"$dir/k.ini"
 	sleep 0.3
 	"$daemon" -c "$dir/k.ini" >"$dir/daemon.log" 2>&1 &
-	local d_pid=$!
+	d_pid=$!
 	sleep 0.7
+}
+
+# stack_stop: end what stack_start started and remove its files.
+stack_stop() {
+	kill "$d_pid" "$sim_pid" 2>/dev/null || true
+	wait "$d_pid" "$sim_pid" 2>/dev/null || true
+	rm -rf "$dir" "$simdir"
+}
+
+bench_sale() {
+	local load=$build/tests/load/kp-load jbin=$build/tests/bench/kp-bench-journal
+	need "$load"; need "$jbin"
+	local n=${BENCH_SALE_ORDERS:-300}
+	local dir simdir hp cp ap sim_pid d_pid
+	stack_start sale
 	local out rss jline stack jonly conc=${BENCH_SALE_CUSTOMERS:-4} i cpids=() t0 t1 cpaid=0 crate
 	out=$("$load" --api "127.0.0.1:$ap" --control "127.0.0.1:$cp" --orders "$n" --prefix bench)
 	# The same with several customers at once (a kiosk with a card reader and a
@@ -145,8 +160,7 @@ bench_sale() {
 	done
 	crate=$(awk -v p="$cpaid" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", p / (b - a) }')
 	rss=$(awk '/VmHWM/ {print $2}' "/proc/$d_pid/status")
-	kill "$d_pid" "$sim_pid" 2>/dev/null || true
-	wait "$d_pid" "$sim_pid" 2>/dev/null || true
+	stack_stop
 	jline=$("$jbin" --dir "${BENCH_DIR:-/tmp}" --payments "$n" | grep '^(a) journal')
 	stack=$(echo "$out" | sed -n 's/.*"paid_per_s":\([0-9.]*\).*/\1/p')
 	jonly=$(echo "$jline" | sed -n 's/.*(\([0-9.]*\) payments\/s).*/\1/p')
@@ -157,7 +171,6 @@ bench_sale() {
 	echo "journal only:  $jonly completed payments/s (the same 4 commits per payment, no network)"
 	awk -v a="$stack" -v c="$crate" -v b="$jonly" 'BEGIN { if (b > 0) printf "ratio full/journal = %.2f one customer, %.2f several (target >= 0.5)\n", a / b, c / b }'
 	echo "kioskpayd peak RSS (VmHWM): $rss KiB (target < 8192 KiB)"
-	rm -rf "$dir" "$simdir"
 	local p50 p99
 	p50=$(echo "$out" | sed -n 's/.*"order_to_paid_ms_p50":\([0-9.]*\).*/\1/p')
 	p99=$(echo "$out" | sed -n 's/.*"order_to_paid_ms_p99":\([0-9.]*\).*/\1/p')
@@ -313,25 +326,11 @@ bench_size() {
 # processes, default "1 2 4 8"), BENCH_SCALE_ORDERS each (default 100), against
 # one kioskpayd and one simulator.
 bench_scale() {
-	local pki=$build/tests/pki/kp-pki sim=$build/tests/hostsim/kp-hostsim
-	local daemon=$build/app/kioskpayd/kioskpayd load=$build/tests/load/kp-load
-	need "$pki"; need "$sim"; need "$daemon"; need "$load"
-	local dir simdir c i n=${BENCH_SCALE_ORDERS:-100} one="" dat=$res/scale.dat
-	dir=$(mktemp -d "${BENCH_DIR:-/tmp}/kp-bench-scale-XXXXXX")
-	simdir=$(sim_dir scale)
-	local hp=$((20000 + RANDOM % 10000)) cp=$((30000 + RANDOM % 10000)) ap=$((40000 + RANDOM % 10000))
-	"$pki" "$dir/pki" >/dev/null
-	"$sim" --listen "127.0.0.1:$hp" --control "127.0.0.1:$cp" --ledger "$simdir/ledger.db" \
-		--ca "$dir/pki/ca.crt" --cert "$dir/pki/host.crt" --key "$dir/pki/host.key" >"$dir/sim.log" 2>&1 &
-	local sim_pid=$!
-	printf '%s\n' "[journal]" "path = $dir/state/journal.db" "[api]" "listen = 127.0.0.1:$ap" \
-		"[host]" "address = 127.0.0.1:$hp" "server_name = localhost" "ca = $dir/pki/ca.crt" \
-		"cert = $dir/pki/device.crt" "key = $dir/pki/device.key" "[device]" "id = kiosk-dev-1" \
-		"[payment]" "max_amount = 100000" "[log]" "level = warn" >"$dir/k.ini"
-	sleep 0.3
-	"$daemon" -c "$dir/k.ini" >"$dir/daemon.log" 2>&1 &
-	local d_pid=$!
-	sleep 0.7
+	local load=$build/tests/load/kp-load
+	need "$load"
+	local c i n=${BENCH_SCALE_ORDERS:-100} one="" dat=$res/scale.dat
+	local dir simdir hp cp ap sim_pid d_pid
+	stack_start scale
 	echo "# clients paid_per_s p50_ms p99_ms (orders per client: $n)" >"$dat"
 	for c in ${BENCH_SCALE_CLIENTS:-1 2 4 8}; do
 		local pids=() t0 t1 paid=0 p50=0 p99=0 f
@@ -358,9 +357,7 @@ bench_scale() {
 		fig scale "payments/s, $c concurrent customers (baseline: 1)" "$rate" "$one" "$(ratio "$rate" "$one")" -
 		fig scale "order->paid p99 ms, $c concurrent customers" "$p99" - - -
 	done
-	kill "$d_pid" "$sim_pid" 2>/dev/null || true
-	wait "$d_pid" "$sim_pid" 2>/dev/null || true
-	rm -rf "$dir" "$simdir"
+	stack_stop
 	save_json scale
 }
 
