@@ -1366,6 +1366,7 @@ int64_t kp_engine_tick(kp_engine *e)
 	/* Not while attempts are backed up (a boot replay): the scan walks past
 	 * every expired order whose attempt is still live, ~8 us each, and an
 	 * expired order cannot be paid anyway (order_payable checks the time). */
+	bool more_to_expire = false;
 	if (due && now >= e->next_expiry_scan && e->due_seen < DUE_BATCH &&
 	    kp_journal_in_txn(e->d.journal)) {
 		e->expiry_seen = 0;
@@ -1373,7 +1374,8 @@ int64_t kp_engine_tick(kp_engine *e)
 		if (err != KP_OK)
 			kp_log_error(e->d.env, "reconciler: orders: %s", kp_strerror(err));
 		/* A full scan may have left more: look again on the next tick. */
-		e->next_expiry_scan = err == KP_OK && e->expiry_seen >= EXPIRY_SCAN ? now : now + TICK_MAX_MS;
+		more_to_expire = err == KP_OK && e->expiry_seen >= EXPIRY_SCAN;
+		e->next_expiry_scan = more_to_expire ? now : now + TICK_MAX_MS;
 	}
 	e->batching = false;
 	if (kp_journal_in_txn(e->d.journal)) {
@@ -1399,8 +1401,8 @@ int64_t kp_engine_tick(kp_engine *e)
 		next = now + TICK_MAX_MS;
 	else if (next <= now && (!host_up(e) || e->batch_failed))
 		next = now + TICK_MAX_MS; /* waiting for the host, or a failing journal: no busy loop */
-	if (e->next_expiry_scan < next)
-		next = e->next_expiry_scan > now ? e->next_expiry_scan : now; /* a backlog of expiries */
+	if (more_to_expire && !e->batch_failed)
+		next = now; /* a backlog of expiries (never on a failing journal: no busy loop) */
 	e->next_due = next;
 	return next;
 }

@@ -18,7 +18,7 @@
 #include "kp_failpoint.h"
 
 #define T0 1800000000000LL
-#define MAXREQ 64
+#define MAXREQ 256
 
 /* ---------- the fake host ---------- */
 
@@ -685,6 +685,38 @@ static void test_confirm_burst_one_commit(void **state)
 	assert_int_equal(order_state(f, o[2].order_id), KP_ORDER_PAID);
 }
 
+/* More due attempts than a batch, and every move failing (a journal that
+ * refuses writes): the reconciler tries again a second later, never at once
+ * (no busy loop), and nothing moved. */
+static void test_failing_journal_no_busy_loop(void **state)
+{
+	struct fixture *f = *state;
+	char key[16];
+	kp_order o;
+	for (int i = 69; i >= 0; i--) {
+		kp_attempt a;
+		snprintf(key, sizeof(key), "busy-%d", i);
+		make_order(f, key, 10 + i, &o);
+		pay_pending(f, o.order_id, "card", &a);
+	} /* o: the last made */
+	/* Past the pay window: all 70 are due to be canceled. */
+	kp_fake_advance(&f->world, f->cfg.pay_window_ms + 1);
+	assert_int_equal(kp_failpoint_arm(4, 1, 1000000, KP_FP_ERROR), KP_OK); /* every attempt move */
+	int64_t now = kp_now_wall(&f->env);
+	int64_t next = kp_engine_tick(f->e);
+	kp_failpoint_disarm_all();
+	assert_true(next >= now + 1000);
+	kp_attempt live;
+	assert_int_equal(kp_journal_attempt_live(f->j, o.order_id, &live), KP_OK);
+	assert_int_equal(live.state, KP_ATTEMPT_PAYING); /* nothing moved */
+	/* The journal works again: the next tick cancels them. */
+	kp_fake_advance(&f->world, 1000);
+	(void)kp_engine_tick(f->e);
+	(void)kp_engine_tick(f->e);
+	assert_int_equal(kp_journal_attempt_live(f->j, o.order_id, &live), KP_OK);
+	assert_int_equal(live.state, KP_ATTEMPT_CANCELING);
+}
+
 static void test_power_cut_policy_on_recover(void **state)
 {
 	struct fixture *f = *state;
@@ -763,6 +795,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_give_up_unresolved, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_confirm_not_committed_not_acked, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_confirm_burst_one_commit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_failing_journal_no_busy_loop, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_power_cut_policy_on_recover, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cancel_order_then_late_success, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_vend_failure_after_many_attempts, setup, teardown),
