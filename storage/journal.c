@@ -35,6 +35,9 @@ enum {
 };
 
 #define BUSY_TIMEOUT_MS 5000
+#ifndef SQLITE_DEFAULT_WAL_AUTOCHECKPOINT
+#define SQLITE_DEFAULT_WAL_AUTOCHECKPOINT 1000 /* SQLite's own default */
+#endif
 #define ERRMSG_SIZE 512
 
 #define ORDER_COLS "order_id,dedup_key,amount,currency,items,state,created_at,expires_at,updated_at"
@@ -154,6 +157,7 @@ struct kp_journal {
 	const kp_env *env;
 	bool readonly;
 	bool check_later;      /* KP_JOURNAL_CHECK_LATER and not checked yet */
+	int autockpt;          /* wal_autocheckpoint pages once checked (0: none) */
 	int depth; /* kp_journal_begin() nesting; 0 = no outer transaction */
 	bool pending_rollback; /* a ROLLBACK failed: retry before anything else */
 	kp_err pending_err;    /* why it failed */
@@ -1043,10 +1047,10 @@ static kp_err open_db(kp_journal *j, const kp_journal_opts *o)
 	}
 	TRY(exec_sql(j, "PRAGMA synchronous=FULL"));
 	TRY(exec_sql(j, "PRAGMA foreign_keys=ON"));
-	if (o->wal_autocheckpoint < 0)
-		sqlite3_wal_autocheckpoint(j->db, 0);
-	else if (o->wal_autocheckpoint > 0)
-		sqlite3_wal_autocheckpoint(j->db, o->wal_autocheckpoint);
+	j->autockpt = o->wal_autocheckpoint < 0 ? 0
+		      : o->wal_autocheckpoint > 0 ? o->wal_autocheckpoint : SQLITE_DEFAULT_WAL_AUTOCHECKPOINT;
+	/* Until a CHECK_LATER file passed its check, nothing is merged into it. */
+	sqlite3_wal_autocheckpoint(j->db, j->check_later ? 0 : j->autockpt);
 	if (version < KP_SCHEMA_LATEST)
 		TRY(migrate(j));
 	/* Prepare the transaction statements now: a rollback must not need
@@ -1098,6 +1102,7 @@ void kp_journal_mark_checked(kp_journal *j)
 		return;
 	j->check_later = false;
 	sqlite3_db_config(j->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 0, NULL);
+	sqlite3_wal_autocheckpoint(j->db, j->autockpt);
 }
 
 kp_err kp_journal_open_ex(kp_journal **out, const char *path, unsigned flags, const kp_env *env,

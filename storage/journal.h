@@ -92,9 +92,9 @@ typedef struct kp_event {
 #define KP_JOURNAL_READONLY 0x1u   /* open for reading; never creates or migrates */
 /* Skip the quick_check at open: the caller runs kp_journal_quick_check_file()
  * (kioskpayd: in a thread, so a big journal does not delay the first sale)
- * and calls kp_journal_mark_checked() when it passed; until then closing does
- * not checkpoint the WAL into the file. Ignored (checked at open) when the
- * schema must be migrated first. */
+ * and calls kp_journal_mark_checked() when it passed; until then nothing is
+ * checkpointed from the WAL into the file (neither automatically nor at
+ * close). Ignored (checked at open) when the schema must be migrated first. */
 #define KP_JOURNAL_CHECK_LATER 0x2u
 
 /* Open (and for read-write, create and migrate) the journal at path. Creates
