@@ -137,28 +137,42 @@ stack_stop() {
 	rm -rf "$dir" "$simdir"
 }
 
+# customers C N PREFIX: C kp-load processes at once, N orders each, against
+# the stack of stack_start. Sets the caller's paid (total), secs, rate
+# (payments/s) and p50/p99 (the worst client's, ms).
+customers() {
+	local c=$1 n=$2 prefix=$3 i f pids=() t0 t1
+	paid=0 p50=0 p99=0
+	t0=$(date +%s.%N)
+	for i in $(seq 1 "$c"); do
+		"$build/tests/load/kp-load" --api "127.0.0.1:$ap" --control "127.0.0.1:$cp" --orders "$n" \
+			--prefix "$prefix$i" --seed "$i" >"$dir/load-$prefix$i.json" 2>/dev/null &
+		pids+=($!)
+	done
+	wait "${pids[@]}" || true
+	t1=$(date +%s.%N)
+	for i in $(seq 1 "$c"); do
+		f=$dir/load-$prefix$i.json
+		paid=$((paid + $(jnum "$f" paid)))
+		p50=$(awk -v a="$p50" -v b="$(jnum "$f" order_to_paid_ms_p50)" 'BEGIN { print (b > a ? b : a) }')
+		p99=$(awk -v a="$p99" -v b="$(jnum "$f" order_to_paid_ms_p99)" 'BEGIN { print (b > a ? b : a) }')
+	done
+	secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
+	rate=$(awk -v p="$paid" -v s="$secs" 'BEGIN { printf "%.1f", p / s }')
+}
+
 bench_sale() {
 	local load=$build/tests/load/kp-load jbin=$build/tests/bench/kp-bench-journal
 	need "$load"; need "$jbin"
 	local n=${BENCH_SALE_ORDERS:-300}
 	local dir simdir hp cp ap sim_pid d_pid
 	stack_start sale
-	local out rss jline stack jonly conc=${BENCH_SALE_CUSTOMERS:-4} i cpids=() t0 t1 cpaid=0 crate
+	local out rss jline stack jonly conc=${BENCH_SALE_CUSTOMERS:-4} paid secs rate p50 p99 cpaid crate
 	out=$("$load" --api "127.0.0.1:$ap" --control "127.0.0.1:$cp" --orders "$n" --prefix bench)
 	# The same with several customers at once (a kiosk with a card reader and a
 	# QR screen, or lanes): the service's throughput rather than one customer's latency.
-	t0=$(date +%s.%N)
-	for i in $(seq 1 "$conc"); do
-		"$load" --api "127.0.0.1:$ap" --control "127.0.0.1:$cp" --orders "$n" --prefix "c$i" \
-			--seed "$i" >"$dir/conc-$i.json" 2>/dev/null &
-		cpids+=($!)
-	done
-	wait "${cpids[@]}" || true
-	t1=$(date +%s.%N)
-	for i in $(seq 1 "$conc"); do
-		cpaid=$((cpaid + $(jnum "$dir/conc-$i.json" paid)))
-	done
-	crate=$(awk -v p="$cpaid" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", p / (b - a) }')
+	customers "$conc" "$n" c
+	cpaid=$paid crate=$rate
 	rss=$(awk '/VmHWM/ {print $2}' "/proc/$d_pid/status")
 	stack_stop
 	jline=$("$jbin" --dir "${BENCH_DIR:-/tmp}" --payments "$n" | grep '^(a) journal')
@@ -333,25 +347,10 @@ bench_scale() {
 	stack_start scale
 	echo "# clients paid_per_s p50_ms p99_ms (orders per client: $n)" >"$dat"
 	for c in ${BENCH_SCALE_CLIENTS:-1 2 4 8}; do
-		local pids=() t0 t1 paid=0 p50=0 p99=0 f
-		t0=$(date +%s.%N)
-		for i in $(seq 1 "$c"); do
-			"$load" --api "127.0.0.1:$ap" --control "127.0.0.1:$cp" --orders "$n" --prefix "s$c-$i" \
-				--seed "$i" >"$dir/load-$c-$i.json" 2>/dev/null &
-			pids+=($!)
-		done
-		wait "${pids[@]}" || true
-		t1=$(date +%s.%N)
-		for i in $(seq 1 "$c"); do
-			f=$dir/load-$c-$i.json
-			paid=$((paid + $(jnum "$f" paid)))
-			p50=$(awk -v a="$p50" -v b="$(jnum "$f" order_to_paid_ms_p50)" 'BEGIN { print (b > a ? b : a) }')
-			p99=$(awk -v a="$p99" -v b="$(jnum "$f" order_to_paid_ms_p99)" 'BEGIN { print (b > a ? b : a) }')
-		done
-		local rate
-		rate=$(awk -v p="$paid" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", p / (b - a) }')
+		local paid secs rate p50 p99
+		customers "$c" "$n" "s$c-"
 		[ -n "$one" ] || one=$rate
-		echo "$c concurrent customers: $paid paid in $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }') s" \
+		echo "$c concurrent customers: $paid paid in $secs s" \
 			"= $rate payments/s, order->paid p50 <= $p50 ms, p99 <= $p99 ms (worst client)"
 		echo "$c $rate $p50 $p99" >>"$dat"
 		fig scale "payments/s, $c concurrent customers (baseline: 1)" "$rate" "$one" "$(ratio "$rate" "$one")" -
