@@ -35,9 +35,6 @@ enum {
 };
 
 #define BUSY_TIMEOUT_MS 5000
-#ifndef SQLITE_DEFAULT_WAL_AUTOCHECKPOINT
-#define SQLITE_DEFAULT_WAL_AUTOCHECKPOINT 1000 /* SQLite's own default */
-#endif
 #define ERRMSG_SIZE 512
 
 #define ORDER_COLS "order_id,dedup_key,amount,currency,items,state,created_at,expires_at,updated_at"
@@ -48,8 +45,6 @@ enum {
 	"refund_id,order_id,attempt_id,host_txn,amount,reason,state,created_at,updated_at," \
 	"next_check_at,tries"
 #define EVENT_COLS "seq,at,kind,record_id,from_state,to_state,cause"
-#define LIVE "('created','paying','canceling')"
-#define REFUND_OPEN "('pending','sent')"
 
 enum st {
 	ST_BEGIN,
@@ -102,7 +97,7 @@ static const char *const sql_text[ST__COUNT] = {
 	[ST_ORDER_ADD] = "INSERT INTO orders(" ORDER_COLS ") VALUES(?1,?2,?3,?4,?5,'pending',?6,?7,?6)",
 	[ST_ORDER_SET] = "UPDATE orders SET state=?3, updated_at=?4 WHERE order_id=?1 AND state=?2",
 	[ST_ATTEMPT_GET] = "SELECT " ATTEMPT_COLS " FROM attempts WHERE attempt_id=?1",
-	[ST_ATTEMPT_LIVE] = "SELECT " ATTEMPT_COLS " FROM attempts WHERE order_id=?1 AND state IN " LIVE,
+	[ST_ATTEMPT_LIVE] = "SELECT " ATTEMPT_COLS " FROM attempts WHERE order_id=?1 AND " KP_SCHEMA_LIVE("state"),
 	[ST_ATTEMPT_KEPT] = "SELECT " ATTEMPT_COLS " FROM attempts WHERE order_id=?1 AND state = 'succeeded'",
 	[ST_ATTEMPT_ADD] = "INSERT INTO attempts(" ATTEMPT_COLS ") "
 			   "VALUES(?1,?2,?3,?4,'paying','','',?5,?5,?6,0)",
@@ -121,9 +116,9 @@ static const char *const sql_text[ST__COUNT] = {
 	[ST_REFUNDS_OF_ORDER] = "SELECT " REFUND_COLS " FROM refunds WHERE order_id=?1 "
 				"ORDER BY created_at, refund_id LIMIT ?2",
 	[ST_DUE_ATTEMPTS] = "SELECT " ATTEMPT_COLS " FROM attempts INDEXED BY attempts_due "
-			    "WHERE state IN " LIVE
+			    "WHERE " KP_SCHEMA_LIVE("state")
 			    " AND next_check_at<=?1 ORDER BY next_check_at LIMIT ?2",
-	[ST_DUE_REFUNDS] = "SELECT " REFUND_COLS " FROM refunds WHERE state IN " REFUND_OPEN
+	[ST_DUE_REFUNDS] = "SELECT " REFUND_COLS " FROM refunds WHERE " KP_SCHEMA_REFUND_OPEN("state")
 			   " AND next_check_at<=?1 ORDER BY next_check_at LIMIT ?2",
 	[ST_EXPIRED_ORDERS] = "SELECT " ORDER_COLS " FROM orders INDEXED BY orders_pending "
 			      "WHERE state='pending' AND expires_at<=?1 ORDER BY expires_at LIMIT ?2",
@@ -131,8 +126,8 @@ static const char *const sql_text[ST__COUNT] = {
 	 * power cut, thousands of these must not be walked past on every tick. */
 	[ST_ORDERS_TO_EXPIRE] = "SELECT " ORDER_COLS " FROM orders INDEXED BY orders_pending "
 				"WHERE state='pending' AND expires_at<=?1 AND NOT EXISTS (SELECT 1 FROM "
-				"attempts INDEXED BY attempts_one_live WHERE attempts.order_id=orders.order_id "
-				"AND attempts.state IN " LIVE ") ORDER BY expires_at LIMIT ?2",
+				"attempts INDEXED BY attempts_by_order WHERE attempts.order_id=orders.order_id "
+				"AND " KP_SCHEMA_LIVE("attempts.state") ") ORDER BY expires_at LIMIT ?2",
 	/* At boot only: a scan of the table. */
 	[ST_PAID_UNFULFILLED] = "SELECT " ORDER_COLS " FROM orders WHERE state='paid' AND created_at<?1 "
 				"ORDER BY created_at LIMIT ?2",
@@ -140,15 +135,15 @@ static const char *const sql_text[ST__COUNT] = {
 	 * power cut most are overdue already, and rewriting 10,000 rows would
 	 * delay the first sale). */
 	[ST_ALL_DUE_ATTEMPTS] = "UPDATE attempts INDEXED BY attempts_due "
-				"SET next_check_at=?1 WHERE state IN " LIVE " AND next_check_at>?1",
+				"SET next_check_at=?1 WHERE " KP_SCHEMA_LIVE("state") " AND next_check_at>?1",
 	[ST_ALL_DUE_REFUNDS] = "UPDATE refunds INDEXED BY refunds_due SET next_check_at=?1 "
-			       "WHERE state IN " REFUND_OPEN " AND next_check_at>?1",
+			       "WHERE " KP_SCHEMA_REFUND_OPEN("state") " AND next_check_at>?1",
 	[ST_COUNT_OPEN] = "SELECT (SELECT count(*) FROM attempts INDEXED BY attempts_due "
-			  "WHERE state IN " LIVE ") + (SELECT count(*) FROM refunds INDEXED BY "
-			  "refunds_due WHERE state IN " REFUND_OPEN ")",
+			  "WHERE " KP_SCHEMA_LIVE("state") ") + (SELECT count(*) FROM refunds INDEXED BY "
+			  "refunds_due WHERE " KP_SCHEMA_REFUND_OPEN("state") ")",
 	[ST_NEXT_DUE] = "SELECT (SELECT min(next_check_at) FROM attempts INDEXED BY attempts_due "
-			"WHERE state IN " LIVE "), "
-			"(SELECT min(next_check_at) FROM refunds WHERE state IN " REFUND_OPEN ")",
+			"WHERE " KP_SCHEMA_LIVE("state") "), "
+			"(SELECT min(next_check_at) FROM refunds WHERE " KP_SCHEMA_REFUND_OPEN("state") ")",
 	[ST_EVENTS] = "SELECT " EVENT_COLS " FROM events WHERE seq>?1 ORDER BY seq LIMIT ?2",
 };
 
@@ -230,6 +225,12 @@ static bool unique_on(const kp_journal *j, const char *cols)
 {
 	const char *p = strstr(j->errmsg, "UNIQUE constraint failed: ");
 	return p && strcmp(p + strlen("UNIQUE constraint failed: "), cols) == 0;
+}
+
+/* Was the last error the RAISE of one of the schema's per-order triggers? */
+static bool trigger_said(const kp_journal *j, const char *what)
+{
+	return strcmp(j->errmsg, what) == 0;
 }
 
 const char *kp_journal_errmsg(const kp_journal *j)
@@ -920,6 +921,23 @@ static kp_err set_page_size(kp_journal *j, int size)
 	return KP_ERR_INVALID;
 }
 
+/* After a migration, before its commit: PRAGMA foreign_key_check finds no row. */
+static kp_err foreign_keys_hold(kp_journal *j, int64_t version)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = sqlite3_prepare_v2(j->db, "PRAGMA foreign_key_check", -1, &st, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(st);
+	kp_err err = rc == SQLITE_DONE ? KP_OK : map_rc(j, rc);
+	if (rc == SQLITE_ROW) {
+		set_msg(j, "migration to version %lld: a row of %s names a missing record",
+			(long long)version, (const char *)sqlite3_column_text(st, 0));
+		err = KP_ERR_CONSTRAINT;
+	}
+	sqlite3_finalize(st);
+	return err;
+}
+
 /* Bring the file to KP_SCHEMA_LATEST, one transaction per version. */
 static kp_err migrate(kp_journal *j)
 {
@@ -951,6 +969,8 @@ static kp_err migrate(kp_journal *j)
 		}
 		const char *sql = kp_schema_migration((int)version + 1);
 		err = sql ? exec_sql(j, sql) : KP_ERR_INTERNAL;
+		if (err == KP_OK)
+			err = foreign_keys_hold(j, version + 1);
 		if (err == KP_OK && KP_FAILPOINT(FP_MIGRATE)) {
 			set_msg(j, "failpoint %d fired in migration to %lld", FP_MIGRATE, (long long)version + 1);
 			err = KP_ERR_FAILPOINT;
@@ -1046,13 +1066,16 @@ static kp_err open_db(kp_journal *j, const kp_journal_opts *o)
 		return KP_ERR_IO;
 	}
 	TRY(exec_sql(j, "PRAGMA synchronous=FULL"));
-	TRY(exec_sql(j, "PRAGMA foreign_keys=ON"));
 	j->autockpt = o->wal_autocheckpoint < 0 ? 0
-		      : o->wal_autocheckpoint > 0 ? o->wal_autocheckpoint : SQLITE_DEFAULT_WAL_AUTOCHECKPOINT;
+		      : o->wal_autocheckpoint > 0 ? o->wal_autocheckpoint : KP_JOURNAL_WAL_AUTOCHECKPOINT;
 	/* Until a CHECK_LATER file passed its check, nothing is merged into it. */
 	sqlite3_wal_autocheckpoint(j->db, j->check_later ? 0 : j->autockpt);
+	/* Migrations rebuild tables (drop and replace): foreign keys are
+	 * enforced only after them, and checked by each before its commit. */
+	TRY(exec_sql(j, "PRAGMA foreign_keys=OFF"));
 	if (version < KP_SCHEMA_LATEST)
 		TRY(migrate(j));
+	TRY(exec_sql(j, "PRAGMA foreign_keys=ON"));
 	/* Prepare the transaction statements now: a rollback must not need
 	 * memory (to prepare itself) when memory is what just ran out. */
 	for (int id = ST_BEGIN; id <= ST_ROLLBACK_TO; id++) {
@@ -1379,8 +1402,8 @@ kp_err kp_journal_attempt_begin(kp_journal *j, const kp_attempt_new *req, kp_att
 		} else {
 			err = step_done(j, st);
 		}
-		/* The partial UNIQUE index on live attempts is the per-order lock. */
-		if (err == KP_ERR_CONFLICT && unique_on(j, "attempts.order_id"))
+		/* The schema's one-live-attempt trigger is the per-order lock. */
+		if (err == KP_ERR_CONSTRAINT && trigger_said(j, KP_SCHEMA_ONE_LIVE))
 			err = KP_ERR_BUSY;
 	}
 	if (err == KP_OK)
@@ -1448,8 +1471,7 @@ kp_err kp_journal_attempt_move(kp_journal *j, const char *attempt_id, const kp_a
 		} else {
 			err = step_done(j, st);
 		}
-		/* UNIQUE on order_id here is the kept-success index. */
-		if (err == KP_ERR_CONFLICT && unique_on(j, "attempts.order_id")) {
+		if (err == KP_ERR_CONSTRAINT && trigger_said(j, KP_SCHEMA_ONE_KEPT)) {
 			set_msg(j, "attempt %s: order %s already has a kept success", attempt_id,
 				a.order_id);
 			err = KP_ERR_CONSTRAINT;
@@ -2056,7 +2078,7 @@ static const struct invariant invariants[] = {
 	 "('refunding','refunded','refund_rejected'))",
 	 "order %s is fulfill_failed but none of its attempts is refunding or refunded"},
 	{"SELECT a.attempt_id, a.state, o.order_id, o.state FROM attempts a JOIN orders o "
-	 "ON o.order_id=a.order_id WHERE (o.state='expired' AND a.state IN " LIVE ") OR "
+	 "ON o.order_id=a.order_id WHERE (o.state='expired' AND " KP_SCHEMA_LIVE("a.state") ") OR "
 	 "(o.state='canceled' AND a.state IN ('created','paying'))",
 	 "attempt %s is %s on order %s which is %s"},
 	{"SELECT r.refund_id, r.attempt_id FROM refunds r WHERE r.reason <> 'orphan' AND NOT EXISTS "

@@ -1,6 +1,8 @@
 /* schema.c — the journal's schema as forward-only migrations, one SQL script
  * per version. The CHECK lists repeat the names of states.c on purpose: the
- * database refuses a state the code does not know, even from a raw writer. */
+ * database refuses a state the code does not know, even from a raw writer.
+ * A migration, once released, is history: it is never edited; a change is a
+ * new migration. */
 #include "schema.h"
 
 #include <stddef.h>
@@ -128,10 +130,175 @@ static const char migration_2[] =
 	"CREATE INDEX attempts_due ON attempts(next_check_at, state) WHERE state IN " LIVE ";\n"
 	"PRAGMA user_version = 2;\n";
 
+/* ---------- version 3 ---------- */
+
+/* Version 3: fewer pages written and fewer instructions per payment
+ * (docs/journal.md, "What a payment costs"). Every table is rebuilt:
+ *
+ * - rowid tables with the id UNIQUE instead of WITHOUT ROWID: a WITHOUT ROWID
+ *   row longer than about a quarter of a page spills into an overflow page,
+ *   rewritten on every state change; as rowid tables the rows stay whole in
+ *   512-byte pages, at the price of one index per id, written once;
+ * - a list of more than two constants is written as comparisons, not IN:
+ *   SQLite answers a constant IN list of three or more by building a
+ *   temporary B-tree, once in every statement that evaluates it, and the
+ *   CHECKs, partial indexes and triggers are evaluated by every insert and
+ *   update (6 such B-trees in one attempt update);
+ * - the two per-order partial UNIQUE indexes become triggers that look the
+ *   order's attempts up through attempts_by_order: the same refusal by the
+ *   database itself (SQLite has one writer, and a BEFORE trigger sees every
+ *   earlier row of its statement), two B-trees fewer to write.
+ *
+ * Each table is copied into a new one, dropped and replaced; the caller runs
+ * this with foreign keys off and checks them before its commit. */
+
+#define ORDERS_V3 \
+	"  order_id   TEXT NOT NULL UNIQUE CHECK (" ID_OK("order_id") "),\n" \
+	"  dedup_key  TEXT NOT NULL UNIQUE CHECK (" ID_OK("dedup_key") "),\n" \
+	"  amount     INTEGER NOT NULL CHECK (amount > 0),\n" \
+	"  currency   TEXT NOT NULL CHECK (length(currency) = 3 AND currency NOT GLOB '*[^A-Z]*'),\n" \
+	"  items      TEXT NOT NULL DEFAULT '' CHECK (length(CAST(items AS BLOB)) < 1024),\n" \
+	"  state      TEXT NOT NULL CHECK (state = 'pending' OR state = 'paid' OR state = 'fulfilled' OR " \
+	"state = 'fulfill_failed' OR state = 'expired' OR state = 'canceled'),\n" \
+	"  created_at INTEGER NOT NULL,\n" \
+	"  expires_at INTEGER NOT NULL,\n" \
+	"  updated_at INTEGER NOT NULL\n"
+#define ORDERS_LIST "order_id,dedup_key,amount,currency,items,state,created_at,expires_at,updated_at"
+#define ORDERS_EXTRAS \
+	/* Orders waiting to be paid: small, so the expiry scan on every tick stays cheap. */ \
+	"CREATE INDEX orders_pending ON orders(expires_at) WHERE state = 'pending';\n" \
+	"CREATE TRIGGER orders_no_delete BEFORE DELETE ON orders " \
+	"BEGIN SELECT RAISE(ABORT, 'orders are never deleted'); END;\n" \
+	"CREATE TRIGGER orders_fixed BEFORE UPDATE OF order_id, dedup_key, amount, currency, items, " \
+	"created_at, expires_at ON orders " \
+	"BEGIN SELECT RAISE(ABORT, 'order content is fixed'); END;\n"
+
+#define ATTEMPTS_V3 \
+	"  attempt_id    TEXT NOT NULL UNIQUE CHECK (" ID_OK("attempt_id") "),\n" \
+	"  order_id      TEXT NOT NULL REFERENCES orders(order_id),\n" \
+	"  channel       TEXT NOT NULL CHECK (length(channel) BETWEEN 1 AND 16 AND " \
+	"channel NOT GLOB '*[^A-Za-z0-9_-]*'),\n" \
+	"  amount        INTEGER NOT NULL CHECK (amount > 0),\n" \
+	"  state         TEXT NOT NULL CHECK (" KP_SCHEMA_LIVE("state") " OR state = 'succeeded' OR " \
+	"state = 'failed' OR state = 'canceled' OR state = 'expired' OR state = 'refunding' OR " \
+	"state = 'refunded' OR state = 'refund_rejected' OR state = 'unresolved'),\n" \
+	"  host_txn      TEXT NOT NULL DEFAULT '' CHECK (host_txn = '' OR (" ID_OK("host_txn") ")),\n" \
+	"  qr            TEXT NOT NULL DEFAULT '' CHECK (length(CAST(qr AS BLOB)) < 512),\n" \
+	"  created_at    INTEGER NOT NULL,\n" \
+	"  updated_at    INTEGER NOT NULL,\n" \
+	"  next_check_at INTEGER NOT NULL,\n" \
+	"  tries         INTEGER NOT NULL DEFAULT 0 CHECK (tries >= 0)\n"
+#define ATTEMPTS_LIST \
+	"attempt_id,order_id,channel,amount,state,host_txn,qr,created_at,updated_at,next_check_at,tries"
+#define ATTEMPTS_EXTRAS \
+	"CREATE INDEX attempts_by_order ON attempts(order_id);\n" \
+	/* The reconciler's due order, as in version 2. */ \
+	"CREATE INDEX attempts_due ON attempts(next_check_at, state) WHERE " KP_SCHEMA_LIVE("state") ";\n" \
+	"CREATE TRIGGER attempts_no_delete BEFORE DELETE ON attempts " \
+	"BEGIN SELECT RAISE(ABORT, 'attempts are never deleted'); END;\n" \
+	"CREATE TRIGGER attempts_fixed BEFORE UPDATE OF attempt_id, order_id, channel, amount, " \
+	"created_at ON attempts " \
+	"BEGIN SELECT RAISE(ABORT, 'attempt content is fixed'); END;\n" \
+	"CREATE TRIGGER attempts_host_txn_fixed BEFORE UPDATE OF host_txn ON attempts " \
+	"WHEN old.host_txn <> '' AND new.host_txn <> old.host_txn " \
+	"BEGIN SELECT RAISE(ABORT, 'attempt host_txn is fixed once set'); END;\n" \
+	/* The per-order payment lock, and the last line against double charges. */ \
+	ONE_PER_ORDER("attempts_one_live", KP_SCHEMA_LIVE, KP_SCHEMA_ONE_LIVE) \
+	ONE_PER_ORDER("attempts_one_kept", SUCCEEDED, KP_SCHEMA_ONE_KEPT)
+#define SUCCEEDED(c) "(" c " = 'succeeded')"
+/* At most one attempt per order in the states IS(...): checked before an
+ * attempt is inserted in one, and before one moves into one. */
+#define ONE_PER_ORDER(name, IS, what) \
+	"CREATE TRIGGER " name "_insert BEFORE INSERT ON attempts WHEN " IS("new.state") " AND EXISTS " \
+	"(SELECT 1 FROM attempts WHERE order_id = new.order_id AND " IS("state") ") " \
+	"BEGIN SELECT RAISE(ABORT, '" what "'); END;\n" \
+	"CREATE TRIGGER " name "_update BEFORE UPDATE OF state ON attempts WHEN " IS("new.state") \
+	" AND NOT " IS("old.state") " AND EXISTS (SELECT 1 FROM attempts WHERE order_id = new.order_id " \
+	"AND " IS("state") " AND attempt_id <> new.attempt_id) " \
+	"BEGIN SELECT RAISE(ABORT, '" what "'); END;\n"
+
+#define CONFIRMATIONS_V3 \
+	"  host_txn    TEXT NOT NULL UNIQUE CHECK (" ID_OK("host_txn") "),\n" \
+	"  seq         INTEGER NOT NULL,\n" \
+	/* No foreign key: a host success for an attempt we never made is kept too. */ \
+	"  attempt_id  TEXT NOT NULL CHECK (" ID_OK("attempt_id") "),\n" \
+	"  status      TEXT NOT NULL CHECK (status = 'succeeded' OR status = 'failed'),\n" \
+	"  amount      INTEGER NOT NULL CHECK (amount >= 0),\n" \
+	"  currency    TEXT NOT NULL CHECK (length(currency) = 3 AND currency NOT GLOB '*[^A-Z]*'),\n" \
+	"  at          INTEGER NOT NULL,\n" \
+	"  received_at INTEGER NOT NULL\n"
+#define CONFIRMATIONS_LIST "host_txn,seq,attempt_id,status,amount,currency,at,received_at"
+#define CONFIRMATIONS_EXTRAS \
+	"CREATE TRIGGER confirmations_no_update BEFORE UPDATE ON confirmations " \
+	"BEGIN SELECT RAISE(ABORT, 'confirmations are immutable'); END;\n" \
+	"CREATE TRIGGER confirmations_no_delete BEFORE DELETE ON confirmations " \
+	"BEGIN SELECT RAISE(ABORT, 'confirmations are immutable'); END;\n"
+
+#define REFUNDS_V3 \
+	"  refund_id     TEXT NOT NULL UNIQUE CHECK (" ID_OK("refund_id") "),\n" \
+	"  order_id      TEXT REFERENCES orders(order_id) CHECK (order_id IS NULL OR (" ID_OK("order_id") ")),\n" \
+	"  attempt_id    TEXT NOT NULL CHECK (" ID_OK("attempt_id") "),\n" \
+	/* One refund per captured payment. */ \
+	"  host_txn      TEXT NOT NULL UNIQUE CHECK (" ID_OK("host_txn") "),\n" \
+	"  amount        INTEGER NOT NULL CHECK (amount > 0),\n" \
+	"  reason        TEXT NOT NULL CHECK (reason = 'duplicate' OR reason = 'late' OR " \
+	"reason = 'vend_failed' OR reason = 'orphan' OR reason = 'amount_mismatch' OR reason = 'power_cut'),\n" \
+	"  state         TEXT NOT NULL CHECK (" KP_SCHEMA_REFUND_OPEN("state") " OR state = 'refunded' OR " \
+	"state = 'rejected'),\n" \
+	"  created_at    INTEGER NOT NULL,\n" \
+	"  updated_at    INTEGER NOT NULL,\n" \
+	"  next_check_at INTEGER NOT NULL,\n" \
+	"  tries         INTEGER NOT NULL DEFAULT 0 CHECK (tries >= 0),\n" \
+	"  CHECK (order_id IS NOT NULL OR reason = 'orphan')\n"
+#define REFUNDS_LIST \
+	"refund_id,order_id,attempt_id,host_txn,amount,reason,state,created_at,updated_at,next_check_at,tries"
+#define REFUNDS_EXTRAS \
+	"CREATE INDEX refunds_by_order ON refunds(order_id) WHERE order_id IS NOT NULL;\n" \
+	"CREATE INDEX refunds_due ON refunds(next_check_at) WHERE " KP_SCHEMA_REFUND_OPEN("state") ";\n" \
+	"CREATE TRIGGER refunds_no_delete BEFORE DELETE ON refunds " \
+	"BEGIN SELECT RAISE(ABORT, 'refunds are never deleted'); END;\n" \
+	"CREATE TRIGGER refunds_fixed BEFORE UPDATE OF refund_id, order_id, attempt_id, host_txn, " \
+	"amount, reason, created_at ON refunds " \
+	"BEGIN SELECT RAISE(ABORT, 'refund content is fixed'); END;\n"
+
+#define EVENTS_V3 \
+	"  seq        INTEGER PRIMARY KEY, /* max+1: strictly increasing, rows are never deleted */\n" \
+	"  at         INTEGER NOT NULL,\n" \
+	"  kind       TEXT NOT NULL CHECK (kind = 'order' OR kind = 'attempt' OR kind = 'refund' OR " \
+	"kind = 'confirmation'),\n" \
+	/* Lengths only, as for the states: each id was checked by its own table. */ \
+	"  record_id  TEXT NOT NULL CHECK (length(record_id) BETWEEN 1 AND 64),\n" \
+	"  from_state TEXT NOT NULL CHECK (length(from_state) < 24),\n" \
+	"  to_state   TEXT NOT NULL CHECK (length(to_state) BETWEEN 1 AND 23),\n" \
+	"  cause      TEXT NOT NULL CHECK (length(CAST(cause AS BLOB)) < 128)\n"
+#define EVENTS_LIST "seq,at,kind,record_id,from_state,to_state,cause"
+#define EVENTS_EXTRAS \
+	/* Append-only history. */ \
+	"CREATE TRIGGER events_no_update BEFORE UPDATE ON events " \
+	"BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;\n" \
+	"CREATE TRIGGER events_no_delete BEFORE DELETE ON events " \
+	"BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;\n"
+
+/* Copy table t into its version 3 shape, rows in their old order. */
+#define REBUILD(t, COLUMNS, LIST, ORDER, EXTRAS) \
+	"CREATE TABLE " t "_v3 (\n" COLUMNS ") STRICT;\n" \
+	"INSERT INTO " t "_v3(" LIST ") SELECT " LIST " FROM " t " ORDER BY " ORDER ";\n" \
+	"DROP TABLE " t ";\n" \
+	"ALTER TABLE " t "_v3 RENAME TO " t ";\n" EXTRAS
+
+static const char migration_3[] =
+	REBUILD("orders", ORDERS_V3, ORDERS_LIST, "created_at", ORDERS_EXTRAS)
+	REBUILD("attempts", ATTEMPTS_V3, ATTEMPTS_LIST, "created_at", ATTEMPTS_EXTRAS)
+	REBUILD("confirmations", CONFIRMATIONS_V3, CONFIRMATIONS_LIST, "received_at, seq", CONFIRMATIONS_EXTRAS)
+	REBUILD("refunds", REFUNDS_V3, REFUNDS_LIST, "created_at", REFUNDS_EXTRAS)
+	REBUILD("events", EVENTS_V3, EVENTS_LIST, "seq", EVENTS_EXTRAS)
+	"PRAGMA user_version = 3;\n";
+
 static const char *const migrations[] = {
 	NULL, /* version 0: the empty file */
 	migration_1,
 	migration_2,
+	migration_3,
 };
 
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == KP_SCHEMA_LATEST + 1,

@@ -4,9 +4,19 @@
 #ifndef KP_SCHEMA_H
 #define KP_SCHEMA_H
 
-#define KP_SCHEMA_LATEST 2
+#define KP_SCHEMA_LATEST 3
 /* PRAGMA application_id of a kioskpay journal: "KPJL". */
 #define KP_SCHEMA_APP_ID 0x4B504A4C
+/* What the per-order triggers of schema 3 answer (SQLite's error message). */
+#define KP_SCHEMA_ONE_LIVE "order has a live attempt already"
+#define KP_SCHEMA_ONE_KEPT "order has a kept success already"
+
+/* "Column c holds a live attempt state" and "an open refund state", as the
+ * partial indexes of schema 3 say it: a query can use such an index only if
+ * its WHERE repeats the index's condition word for word. Comparisons, not a
+ * constant IN list, which SQLite answers by building a temporary B-tree. */
+#define KP_SCHEMA_LIVE(c) "(" c " = 'created' OR " c " = 'paying' OR " c " = 'canceling')"
+#define KP_SCHEMA_REFUND_OPEN(c) "(" c " = 'pending' OR " c " = 'sent')"
 
 /* SQL text of the migration to `version` (1..KP_SCHEMA_LATEST); NULL otherwise.
  * Static storage; not to be freed. */

@@ -36,7 +36,7 @@ static bool uuid_shape_ok(const char *s)
 		if (!dash && !strchr("0123456789abcdef", s[i]))
 			return false;
 	}
-	return s[14] == '4' && strchr("89ab", s[19]) != NULL;
+	return s[14] == '7' && strchr("89ab", s[19]) != NULL;
 }
 
 static void test_uuid_system_unique(void **state)
@@ -50,6 +50,32 @@ static void test_uuid_system_unique(void **state)
 	assert_true(uuid_shape_ok(a.s));
 	assert_true(uuid_shape_ok(b.s));
 	assert_string_not_equal(a.s, b.s);
+}
+
+/* Ids made later sort later (the journal's indexes rely on it for their
+ * write cost), the first 48 bits are the wall clock, and ids of one
+ * millisecond still differ. */
+static void test_uuid_time_ordered(void **state)
+{
+	(void)state;
+	kp_env env;
+	kp_fake_world w;
+	kp_env_init_fake(&env, &w, 7, 1800000000000); /* 0x1a3185c5000 */
+	kp_uuid first, prev, u;
+	assert_int_equal(kp_uuid_new(&env, &first), KP_OK);
+	assert_memory_equal(first.s, "01a3185c-5000-7", 15);
+	prev = first;
+	for (int i = 0; i < 1000; i++) {
+		kp_fake_advance(&w, 1);
+		assert_int_equal(kp_uuid_new(&env, &u), KP_OK);
+		assert_true(uuid_shape_ok(u.s));
+		assert_true(strcmp(prev.s, u.s) < 0);
+		prev = u;
+	}
+	kp_uuid same;
+	assert_int_equal(kp_uuid_new(&env, &same), KP_OK);
+	assert_memory_equal(same.s, u.s, 13); /* the same millisecond */
+	assert_string_not_equal(same.s, u.s);
 }
 
 static void test_fake_env_replays_from_seed(void **state)
@@ -128,6 +154,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_strerror_every_code),
 		cmocka_unit_test(test_uuid_system_unique),
+		cmocka_unit_test(test_uuid_time_ordered),
 		cmocka_unit_test(test_fake_env_replays_from_seed),
 		cmocka_unit_test(test_failpoint_countdown),
 		cmocka_unit_test(test_failpoint_spec),

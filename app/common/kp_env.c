@@ -149,8 +149,16 @@ kp_err kp_uuid_new(const kp_env *env, kp_uuid *out)
 	kp_err err = env->random(env->ctx, b, sizeof(b));
 	if (err != KP_OK)
 		return err;
-	b[6] = (unsigned char)((b[6] & 0x0f) | 0x40); /* version 4 */
-	b[8] = (unsigned char)((b[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+	/* Version 7 (RFC 9562): 48 bits of wall-clock milliseconds, then 74
+	 * random bits. Ids made later sort later, so the journal's id indexes
+	 * grow at their right edge (one page written per insert, not a random
+	 * leaf and its splits). A clock set back only costs that order. */
+	int64_t ms = kp_now_wall(env);
+	uint64_t ts = ms > 0 ? (uint64_t)ms : 0;
+	for (int i = 0; i < 6; i++)
+		b[i] = (unsigned char)(ts >> (40 - 8 * i));
+	b[6] = (unsigned char)((b[6] & 0x0f) | 0x70); /* version 7 */
+	b[8] = (unsigned char)((b[8] & 0x3f) | 0x80); /* RFC 9562 variant */
 	static const char hex[] = "0123456789abcdef";
 	size_t o = 0;
 	for (size_t i = 0; i < sizeof(b); i++) {

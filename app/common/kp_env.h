@@ -58,7 +58,8 @@ void kp_fake_advance(kp_fake_world *world, int64_t ms);
 static inline int64_t kp_now_mono(const kp_env *env) { return env->mono_ms(env->ctx); }
 static inline int64_t kp_now_wall(const kp_env *env) { return env->wall_ms(env->ctx); }
 
-/* A random (version 4) UUID from the env's randomness. */
+/* A time-ordered (version 7) UUID: the env's wall clock in milliseconds, then
+ * 74 bits of its randomness. */
 kp_err kp_uuid_new(const kp_env *env, kp_uuid *out) KP_MUST_USE;
 
 /* Log a formatted line at a level, if the env's level lets it through; card

@@ -26,6 +26,7 @@ struct opts {
 	const char *json; /* write the figures here too (one flat JSON object) */
 	int payments;
 	int page_size;
+	int autockpt; /* wal_autocheckpoint pages of the journal; 0: the daemon's */
 };
 
 static int cmp_double(const void *a, const void *b)
@@ -81,31 +82,49 @@ struct jside {
 	int next; /* payment number */
 };
 
-/* A UUID-shaped id, random-looking but the same on every run: keys land all
- * over their B-trees as the daemon's random UUIDs do. */
-static void fake_uuid(char *buf, size_t cap, uint64_t seed)
+static uint64_t splitmix64(uint64_t *seed)
 {
-	uint64_t v[2];
-	for (int k = 0; k < 2; k++) { /* splitmix64 */
-		uint64_t z = (seed += 0x9E3779B97F4A7C15ULL);
-		z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-		z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-		v[k] = z ^ (z >> 31);
-	}
-	snprintf(buf, cap, "%08x-%04x-4%03x-%04x-%012llx", (unsigned)(v[0] >> 32),
-		 (unsigned)(v[0] >> 16) & 0xFFFF, (unsigned)v[0] & 0xFFF,
-		 (unsigned)(v[1] >> 48) & 0xFFFF, (unsigned long long)(v[1] & 0xFFFFFFFFFFFFULL));
+	uint64_t z = (*seed += 0x9E3779B97F4A7C15ULL);
+	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+	return z ^ (z >> 31);
+}
+
+/* The ids of payment i at time t, shaped as in service and the same on every
+ * run: order and attempt ids as the daemon makes them (kp_uuid_new: time-
+ * ordered), the dedup key as a UI makes it (a random version 4 UUID), the
+ * host's transaction id as the simulator makes it (txn- and 16 random hex). */
+struct ids {
+	char oid[40], key[40], aid[40], txn[40];
+};
+
+static void payment_ids(struct ids *d, int i, int64_t t)
+{
+	kp_env env;
+	kp_fake_world w;
+	kp_env_init_fake(&env, &w, 1 + (uint64_t)i, t);
+	kp_uuid u;
+	if (kp_uuid_new(&env, &u) != KP_OK)
+		die("uuid", KP_ERR_INTERNAL);
+	snprintf(d->oid, sizeof(d->oid), "%s", u.s);
+	kp_fake_advance(&w, 1);
+	if (kp_uuid_new(&env, &u) != KP_OK)
+		die("uuid", KP_ERR_INTERNAL);
+	snprintf(d->aid, sizeof(d->aid), "%s", u.s);
+	uint64_t seed = 2 * (uint64_t)i, v0 = splitmix64(&seed), v1 = splitmix64(&seed);
+	snprintf(d->key, sizeof(d->key), "%08x-%04x-4%03x-%04x-%012llx", (unsigned)(v0 >> 32),
+		 (unsigned)(v0 >> 16) & 0xFFFF, (unsigned)v0 & 0xFFF, (unsigned)(v1 >> 48) & 0xFFFF,
+		 (unsigned long long)(v1 & 0xFFFFFFFFFFFFULL));
+	snprintf(d->txn, sizeof(d->txn), "txn-%016llx", (unsigned long long)splitmix64(&seed));
 }
 
 static void pay_one(struct jside *s)
 {
-	char oid[40], key[40], aid[40], txn[40];
 	int i = s->next++;
-	fake_uuid(oid, sizeof(oid), 4 * (uint64_t)i);
-	fake_uuid(key, sizeof(key), 4 * (uint64_t)i + 1);
-	fake_uuid(aid, sizeof(aid), 4 * (uint64_t)i + 2);
-	fake_uuid(txn, sizeof(txn), 4 * (uint64_t)i + 3);
 	int64_t t = s->t += 10;
+	struct ids d;
+	payment_ids(&d, i, t);
+	const char *oid = d.oid, *key = d.key, *aid = d.aid, *txn = d.txn;
 	kp_order_new on = {.order_id = oid, .dedup_key = key, .amount = 250, .currency = "EUR",
 			   .items = "[{\"sku\":\"cola-33cl\",\"qty\":1}]", .now = t, .expires_at = t + 300000};
 	kp_order o;
@@ -299,13 +318,11 @@ static void nset(struct nside *n, int k, const char *id, const char *state, cons
 /* One payment, 11 autocommits: order, attempt, confirm (5), fulfil (2). */
 static void npay_one(struct nside *n)
 {
-	char oid[40], key[40], aid[40], txn[40];
 	int i = n->next++;
-	fake_uuid(oid, sizeof(oid), 4 * (uint64_t)i);
-	fake_uuid(key, sizeof(key), 4 * (uint64_t)i + 1);
-	fake_uuid(aid, sizeof(aid), 4 * (uint64_t)i + 2);
-	fake_uuid(txn, sizeof(txn), 4 * (uint64_t)i + 3);
-	int64_t t = 1700000000000LL + 10 * (int64_t)i;
+	int64_t t = 1700000000000LL + 10 * (int64_t)(i + 1);
+	struct ids d;
+	payment_ids(&d, i, t);
+	const char *oid = d.oid, *key = d.key, *aid = d.aid, *txn = d.txn;
 	sqlite3_bind_text(n->st[N_ORDER], 1, oid, -1, SQLITE_TRANSIENT);
 	sqlite3_bind_text(n->st[N_ORDER], 2, key, -1, SQLITE_TRANSIENT);
 	sqlite3_bind_int64(n->st[N_ORDER], 3, t);
@@ -407,10 +424,12 @@ static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: kp-bench-journal [--dir DIR] [--payments N] [--page-size BYTES] [--json FILE]\n"
+	fprintf(stderr, "usage: kp-bench-journal [--dir DIR] [--payments N] [--page-size BYTES]\n"
+			"                         [--autocheckpoint PAGES] [--json FILE]\n"
 			"  measures in a fresh temp dir under DIR (default /tmp); N completed payments\n"
 			"  (default 300); page size of the journal and the baseline (default the\n"
-			"  journal's, %d); --json: the figures as one JSON object too\n", KP_JOURNAL_PAGE_SIZE);
+			"  journal's, %d); the journal's WAL autocheckpoint (default the daemon's);\n"
+			"  --json: the figures as one JSON object too\n", KP_JOURNAL_PAGE_SIZE);
 	exit(2);
 }
 
@@ -434,6 +453,8 @@ int main(int argc, char **argv)
 			op.payments = int_arg(argv[++i], ROUNDS, 10000000);
 		else if (strcmp(argv[i], "--page-size") == 0 && i + 1 < argc)
 			op.page_size = int_arg(argv[++i], 512, 65536);
+		else if (strcmp(argv[i], "--autocheckpoint") == 0 && i + 1 < argc)
+			op.autockpt = int_arg(argv[++i], 1, 1000000);
 		else if (strcmp(argv[i], "--json") == 0 && i + 1 < argc)
 			op.json = argv[++i];
 		else
@@ -471,7 +492,7 @@ int main(int argc, char **argv)
 	/* (a) vs (b), interleaved in rounds (which goes first alternates) so that a
 	 * busy machine hurts both alike; the ratio reported is the median of the
 	 * rounds'. Both with SQLite's default autocheckpoint, as the daemon runs. */
-	struct jside js = {.j = jopen(jpath, &env, op.page_size, 0), .t = 1700000000000LL};
+	struct jside js = {.j = jopen(jpath, &env, op.page_size, op.autockpt), .t = 1700000000000LL};
 	struct bside bs = {0};
 	bopen(&bs, bpath, op.page_size);
 	double tj = 0, tb = 0, cj = 0, cb = 0, ratios[ROUNDS];
@@ -540,7 +561,10 @@ int main(int argc, char **argv)
 		d.bytes[k] += ck.bytes[k];
 	}
 	print_io("= total without autocheckpoint:", &d, n);
-	print_io("with autocheckpoint (1000 pages):", &dj, n);
+	char label[64];
+	snprintf(label, sizeof(label), "with autocheckpoint (%d pages):",
+		 op.autockpt ? op.autockpt : KP_JOURNAL_WAL_AUTOCHECKPOINT);
+	print_io(label, &dj, n);
 	print_io("baseline, 4 single-row commits:", &db, n);
 
 	/* (d) the naive design, interleaved in rounds with a fresh journal, and
@@ -551,7 +575,7 @@ int main(int argc, char **argv)
 	if (!lat)
 		die("out of memory", KP_ERR_NOMEM);
 	double tf = 0;
-	struct jside j3 = {.j = jopen(j3path, &env, op.page_size, 0), .t = 1700000000000LL};
+	struct jside j3 = {.j = jopen(j3path, &env, op.page_size, op.autockpt), .t = 1700000000000LL};
 	struct nside ns = {0};
 	nopen(&ns, npath, op.page_size);
 	double tj3 = 0, tn = 0;

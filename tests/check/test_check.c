@@ -152,10 +152,10 @@ static const struct kase cases[] = {
 
 	/* 1 */
 	{"inv1: two kept successes for one order",
-	 "DROP INDEX attempts_one_kept;" ATT("a8", "o1", "phone", "500", "succeeded", "t8")
+	 "DROP TRIGGER attempts_one_kept_insert;" ATT("a8", "o1", "phone", "500", "succeeded", "t8")
 		 EV("attempt", "a8", "", "paying") EV("attempt", "a8", "paying", "succeeded"),
 	 "", NO_LEDGER, "", 1, "1", "  inv1: order o1 has 2 kept successes: a1 a8"},
-	{"inv1: two kept successes, both captured", "DROP INDEX attempts_one_kept;"
+	{"inv1: two kept successes, both captured", "DROP TRIGGER attempts_one_kept_insert;"
 	 ATT("a8", "o1", "phone", "500", "succeeded", "t8") EV("attempt", "a8", "", "paying")
 	 EV("attempt", "a8", "paying", "succeeded"),
 	 PAY("a8", "o1", "500", "phone", "succeeded", "'t8'", "kiosk"), 0, "", 1, "12",

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "journal.h"
+#include "schema.h"
 #include "kp_failpoint.h"
 
 #define T0 1700000000000LL
@@ -92,6 +93,8 @@ static int64_t event_count(struct fixture *f)
 }
 
 /* Run sql on the file through a second, raw connection; SQLite's extended code. */
+static char raw_msg[256]; /* SQLite's message of the last raw_exec() */
+
 static int raw_exec(const char *path, const char *sql)
 {
 	sqlite3 *db = NULL;
@@ -103,6 +106,7 @@ static int raw_exec(const char *path, const char *sql)
 	}
 	if (rc == SQLITE_OK)
 		rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+	snprintf(raw_msg, sizeof(raw_msg), "%s", db ? sqlite3_errmsg(db) : "");
 	sqlite3_close(db);
 	return rc;
 }
@@ -716,28 +720,34 @@ static void test_schema_refuses_raw_writes(void **state)
 		const char *what;
 		char sql[512];
 		int want;
+		const char *msg; /* what SQLite must say, if set */
 	} cases[] = {
-		{"second kept success", "", SQLITE_CONSTRAINT_UNIQUE},
-		{"second live attempt", "", SQLITE_CONSTRAINT_UNIQUE},
-		{"attempt of no order", "", SQLITE_CONSTRAINT_FOREIGNKEY},
-		{"attempt state unknown", "", SQLITE_CONSTRAINT_CHECK},
-		{"update an event", "UPDATE events SET cause='x'", SQLITE_CONSTRAINT_TRIGGER},
-		{"delete an event", "DELETE FROM events", SQLITE_CONSTRAINT_TRIGGER},
-		{"delete an order", "", SQLITE_CONSTRAINT_TRIGGER},
-		{"change an amount", "", SQLITE_CONSTRAINT_TRIGGER},
-		{"same dedup_key", "", SQLITE_CONSTRAINT_UNIQUE},
-		{"order state unknown", "", SQLITE_CONSTRAINT_CHECK},
-		{"amount zero", "", SQLITE_CONSTRAINT_CHECK},
-		{"amount as text", "", SQLITE_CONSTRAINT_DATATYPE},
-		{"currency lower case", "", SQLITE_CONSTRAINT_CHECK},
-		{"id with a space", "", SQLITE_CONSTRAINT_CHECK},
-		{"id of 65 chars", "", SQLITE_CONSTRAINT_CHECK},
-		{"second refund of a host_txn", "", SQLITE_CONSTRAINT_UNIQUE},
-		{"refund reason unknown", "", SQLITE_CONSTRAINT_CHECK},
-		{"refund state unknown", "", SQLITE_CONSTRAINT_CHECK},
+		{"second kept success", "", SQLITE_CONSTRAINT_TRIGGER, KP_SCHEMA_ONE_KEPT},
+		{"second live attempt", "", SQLITE_CONSTRAINT_TRIGGER, KP_SCHEMA_ONE_LIVE},
+		{"attempt of no order", "", SQLITE_CONSTRAINT_FOREIGNKEY, NULL},
+		{"attempt state unknown", "", SQLITE_CONSTRAINT_CHECK, NULL},
+		{"update an event", "UPDATE events SET cause='x'", SQLITE_CONSTRAINT_TRIGGER, NULL},
+		{"delete an event", "DELETE FROM events", SQLITE_CONSTRAINT_TRIGGER, NULL},
+		{"delete an order", "", SQLITE_CONSTRAINT_TRIGGER, NULL},
+		{"change an amount", "", SQLITE_CONSTRAINT_TRIGGER, NULL},
+		{"same dedup_key", "", SQLITE_CONSTRAINT_UNIQUE, NULL},
+		{"order state unknown", "", SQLITE_CONSTRAINT_CHECK, NULL},
+		{"amount zero", "", SQLITE_CONSTRAINT_CHECK, NULL},
+		{"amount as text", "", SQLITE_CONSTRAINT_DATATYPE, NULL},
+		{"currency lower case", "", SQLITE_CONSTRAINT_CHECK, NULL},
+		{"id with a space", "", SQLITE_CONSTRAINT_CHECK, NULL},
+		{"id of 65 chars", "", SQLITE_CONSTRAINT_CHECK, NULL},
+		{"second refund of a host_txn", "", SQLITE_CONSTRAINT_UNIQUE, NULL},
+		{"refund reason unknown", "", SQLITE_CONSTRAINT_CHECK, NULL},
+		{"refund state unknown", "", SQLITE_CONSTRAINT_CHECK, NULL},
 		{"confirmation status unknown", "INSERT INTO confirmations VALUES('t9',1,'a9','maybe',"
-		 "1,'EUR',0,0)", SQLITE_CONSTRAINT_CHECK},
-		{"host_txn rewritten", "", SQLITE_CONSTRAINT_TRIGGER},
+		 "1,'EUR',0,0)", SQLITE_CONSTRAINT_CHECK, NULL},
+		{"host_txn rewritten", "", SQLITE_CONSTRAINT_TRIGGER, NULL},
+		{"a refunding attempt made a second kept success", "", SQLITE_CONSTRAINT_TRIGGER,
+		 KP_SCHEMA_ONE_KEPT},
+		{"two attempts made live in one statement", "", SQLITE_CONSTRAINT_TRIGGER,
+		 KP_SCHEMA_ONE_LIVE},
+		{"second live attempt, replacing", "", SQLITE_CONSTRAINT_TRIGGER, KP_SCHEMA_ONE_LIVE},
 	};
 	snprintf(cases[0].sql, sizeof(cases[0].sql), "%s('x1','%s','card',250,'succeeded',0,0,0)", cols,
 		 o.order_id);
@@ -769,14 +779,28 @@ static void test_schema_refuses_raw_writes(void **state)
 		 r.refund_id);
 	snprintf(cases[19].sql, sizeof(cases[20].sql), "UPDATE attempts SET host_txn='h1' WHERE attempt_id='%s';"
 		 "UPDATE attempts SET host_txn='h2' WHERE attempt_id='%s'", a.attempt_id, a.attempt_id);
+	snprintf(cases[20].sql, sizeof(cases[20].sql), "UPDATE attempts SET state='succeeded' "
+		 "WHERE attempt_id='%s'", b.attempt_id);
+	snprintf(cases[21].sql, sizeof(cases[21].sql), "UPDATE attempts SET state='paying' WHERE order_id='%s'",
+		 o.order_id);
+	snprintf(cases[22].sql, sizeof(cases[22].sql), "BEGIN; %s('x5','%s','card',250,'paying',0,0,0);"
+		 "INSERT OR REPLACE INTO attempts(attempt_id,order_id,channel,amount,state,created_at,"
+		 "updated_at,next_check_at) VALUES('x6','%s','card',250,'paying',0,0,0); COMMIT", cols,
+		 o.order_id, o.order_id);
 	for (size_t i = 0; i < N(cases); i++) {
 		int64_t before = event_count(f);
 		int rc = raw_exec(f->path, cases[i].sql);
 		if (rc != cases[i].want)
 			fail_msg("%s: sqlite says %d (%s), want %d", cases[i].what, rc, sqlite3_errstr(rc),
 				 cases[i].want);
+		if (cases[i].msg && strcmp(raw_msg, cases[i].msg) != 0)
+			fail_msg("%s: sqlite says \"%s\", want \"%s\"", cases[i].what, raw_msg, cases[i].msg);
 		assert_int_equal(event_count(f), before);
 	}
+	/* Nothing of the refused writes is left: one kept success, no live attempt. */
+	assert_int_equal(raw_int(f->path, "SELECT count(*) FROM attempts"), 2);
+	assert_int_equal(kp_journal_attempt_get(f->j, b.attempt_id, &b), KP_OK);
+	assert_int_equal(b.state, A(REFUNDING));
 	kp_confirmation c = {.host_txn = "t-conf", .attempt_id = "a-conf", .amount = 1, .currency = "EUR"};
 	bool already;
 	assert_int_equal(kp_journal_confirmation_record(f->j, &c, &already), KP_OK);
@@ -1224,6 +1248,118 @@ static void test_migration_failpoint(void **state)
 	assert_int_equal(raw_int(f->path, "PRAGMA user_version"), KP_JOURNAL_SCHEMA_VERSION);
 }
 
+/* A journal of schema 2 (1 KiB pages, WITHOUT ROWID tables, the partial
+ * UNIQUE indexes), written by raw SQL as kioskpay 0.1 wrote it, plus `extra`. */
+static void make_v2_journal(const char *path, const char *extra)
+{
+	sqlite3 *db = NULL;
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	char *msg = NULL;
+	int rc = sqlite3_exec(db, "PRAGMA page_size=1024; PRAGMA journal_mode=WAL; BEGIN", NULL, NULL, &msg);
+	for (int v = 1; v <= 2 && rc == SQLITE_OK; v++)
+		rc = sqlite3_exec(db, kp_schema_migration(v), NULL, NULL, &msg);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(db,
+			"INSERT INTO orders VALUES('o1','k1',500,'EUR','[1]','fulfilled',1,300001,9),"
+			"('o2','k2',250,'EUR','','pending',2,300002,2);"
+			"INSERT INTO attempts VALUES('a1','o1','card',500,'succeeded','t1','',3,5,0,1),"
+			"('a2','o1','phone',500,'refunding','t2','qr-2',4,6,7,2),"
+			"('a3','o2','card',250,'paying','','',5,5,5005,0);"
+			"INSERT INTO confirmations VALUES('t1',1,'a1','succeeded',500,'EUR',5,5),"
+			"('t2',2,'a2','succeeded',500,'EUR',6,6);"
+			"INSERT INTO refunds VALUES('r1','o1','a2','t2',500,'duplicate','pending',6,6,5006,0);"
+			"INSERT INTO events(at,kind,record_id,from_state,to_state,cause) VALUES"
+			"(1,'order','o1','','pending','created'),(3,'attempt','a1','','paying','begin'),"
+			"(5,'attempt','a1','paying','succeeded','confirm'),(9,'order','o1','paid','fulfilled','vend');",
+			NULL, NULL, &msg);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(db, extra, NULL, NULL, &msg);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(db, "COMMIT", NULL, NULL, &msg);
+	if (rc != SQLITE_OK)
+		fail_msg("v2 journal: %s", msg ? msg : sqlite3_errstr(rc));
+	sqlite3_close(db);
+}
+
+/* Schema 2 -> 3 (rowid tables, per-order triggers) keeps every record and
+ * field, and the database still refuses a second live attempt or kept success. */
+static void test_migration_from_v2(void **state)
+{
+	struct fixture *f = *state;
+	make_v2_journal(f->path, "");
+	int64_t events = raw_int(f->path, "SELECT count(*) FROM events");
+	assert_int_equal(kp_journal_open(&f->j, f->path, 0, &f->env), KP_OK);
+	assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 3);
+	assert_int_equal(raw_int(f->path, "PRAGMA page_size"), 1024); /* a file keeps its page size */
+	assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_schema WHERE name IN "
+				 "('attempts_one_live','attempts_one_kept')"), 0);
+	assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_schema WHERE type='trigger' AND "
+				 "name GLOB 'attempts_one_*'"), 4);
+	assert_int_equal(raw_int(f->path, "SELECT count(*) FROM events"), events);
+	assert_int_equal(kp_journal_check(f->j, NULL, NULL), KP_OK);
+
+	kp_order o;
+	assert_int_equal(kp_journal_order_get(f->j, "o1", &o), KP_OK);
+	assert_string_equal(o.dedup_key, "k1");
+	assert_int_equal(o.amount, 500);
+	assert_string_equal(o.items, "[1]");
+	assert_int_equal(o.state, O(FULFILLED));
+	assert_int_equal(o.expires_at, 300001);
+	assert_int_equal(o.updated_at, 9);
+	kp_attempt arr[4];
+	size_t n = 0;
+	assert_int_equal(kp_journal_attempts_of_order(f->j, "o1", arr, 4, &n), KP_OK);
+	assert_int_equal(n, 2);
+	assert_string_equal(arr[0].attempt_id, "a1");
+	assert_int_equal(arr[0].state, A(SUCCEEDED));
+	assert_string_equal(arr[0].host_txn, "t1");
+	assert_int_equal(arr[0].tries, 1);
+	assert_string_equal(arr[1].attempt_id, "a2");
+	assert_string_equal(arr[1].channel, "phone");
+	assert_string_equal(arr[1].qr, "qr-2");
+	assert_int_equal(arr[1].next_check_at, 7);
+	kp_refund r;
+	assert_int_equal(kp_journal_refund_get(f->j, "r1", &r), KP_OK);
+	assert_string_equal(r.host_txn, "t2");
+	assert_int_equal(r.state, R(PENDING));
+	assert_int_equal(r.next_check_at, 5006);
+	kp_confirmation c;
+	assert_int_equal(kp_journal_confirmation_get(f->j, "t2", &c), KP_OK);
+	assert_int_equal(c.seq, 2);
+	assert_string_equal(c.attempt_id, "a2");
+
+	/* o2 has a live attempt: a second one is refused, and nothing is written. */
+	kp_attempt_new an = {.attempt_id = "a4", .order_id = "o2", .channel = "card", .amount = 250,
+			     .now = T0, .next_check_at = T0 + 5000};
+	kp_attempt a;
+	assert_int_equal(kp_journal_attempt_begin(f->j, &an, &a), KP_ERR_BUSY);
+	assert_int_equal(raw_int(f->path, "SELECT count(*) FROM events"), events);
+	/* o1 has its kept success: the refunding one cannot become a second. */
+	assert_int_equal(raw_exec(f->path, "UPDATE attempts SET state='succeeded' WHERE attempt_id='a2'"),
+			 SQLITE_CONSTRAINT_TRIGGER);
+	assert_string_equal(raw_msg, KP_SCHEMA_ONE_KEPT);
+	/* The live one finishes, then a new attempt may start. */
+	assert_int_equal(amove(f, "a3", A(PAYING), A(FAILED)), KP_OK);
+	assert_int_equal(kp_journal_attempt_begin(f->j, &an, &a), KP_OK);
+	assert_int_equal(kp_journal_check(f->j, NULL, NULL), KP_OK);
+}
+
+/* A schema 2 file whose rows break a foreign key (written with foreign keys
+ * off) is not migrated: the open fails, saying why, and the file stays at 2. */
+static void test_migration_refuses_broken_keys(void **state)
+{
+	struct fixture *f = *state;
+	make_v2_journal(f->path, "INSERT INTO attempts VALUES('a9','ghost','card',1,'failed','','',1,1,0,0)");
+	char why[256];
+	kp_journal_opts o = {.errbuf = why, .errbuf_size = sizeof(why)};
+	assert_int_equal(kp_journal_open_ex(&f->j, f->path, 0, &f->env, &o), KP_ERR_CONSTRAINT);
+	assert_non_null(strstr(why, "migration to version 3"));
+	assert_non_null(strstr(why, "attempts"));
+	assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 2);
+	assert_int_equal(raw_int(f->path, "SELECT count(*) FROM attempts"), 4);
+	assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_schema WHERE name='attempts_one_live'"), 1);
+}
+
 /* ---------- recovery queries ---------- */
 
 struct seen {
@@ -1470,6 +1606,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_order_inputs, setup_open, teardown),
 		cmocka_unit_test_setup_teardown(test_attempt_begin_rules, setup_open, teardown),
 		cmocka_unit_test_setup_teardown(test_one_kept_success, setup_open, teardown),
+		cmocka_unit_test_setup_teardown(test_migration_from_v2, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_migration_refuses_broken_keys, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_confirmation_idempotent, setup_open, teardown),
 		cmocka_unit_test_setup_teardown(test_refund_rules, setup_open, teardown),
 		cmocka_unit_test_setup_teardown(test_schema_refuses_raw_writes, setup_open, teardown),
