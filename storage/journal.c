@@ -17,6 +17,7 @@
 
 #include "kp_failpoint.h"
 #include "schema.h"
+#include "wal_batch.h"
 
 /* Failpoints (docs/failpoints.md). A typed write fires its point just before
  * it would commit (or release its savepoint inside an outer transaction). */
@@ -994,7 +995,14 @@ static kp_err open_db(kp_journal *j, const kp_journal_opts *o)
 {
 	int flags = SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW;
 	flags |= j->readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE;
-	int rc = sqlite3_open_v2(j->path, &j->db, flags, o->vfs_name);
+	/* One write(2) per commit for the WAL's frames (wal_batch.h): sound
+	 * because every commit syncs (synchronous=FULL below). */
+	const char *vfs = NULL;
+	if (kp_wal_batch_vfs(o->vfs_name, &vfs) != KP_OK) {
+		set_msg(j, "no VFS %s to open the journal with", o->vfs_name ? o->vfs_name : "(default)");
+		return KP_ERR_INTERNAL;
+	}
+	int rc = sqlite3_open_v2(j->path, &j->db, flags, vfs);
 	if (rc != SQLITE_OK) {
 		kp_err err = map_rc(j, rc);
 		char keep[ERRMSG_SIZE];
