@@ -139,9 +139,7 @@ static const char *const sql_text[ST__COUNT] = {
 				"SET next_check_at=?1 WHERE " KP_SCHEMA_LIVE("state") " AND next_check_at>?1",
 	[ST_ALL_DUE_REFUNDS] = "UPDATE refunds INDEXED BY refunds_due SET next_check_at=?1 "
 			       "WHERE " KP_SCHEMA_REFUND_OPEN("state") " AND next_check_at>?1",
-	[ST_COUNT_OPEN] = "SELECT (SELECT count(*) FROM attempts INDEXED BY attempts_due "
-			  "WHERE " KP_SCHEMA_LIVE("state") ") + (SELECT count(*) FROM refunds INDEXED BY "
-			  "refunds_due WHERE " KP_SCHEMA_REFUND_OPEN("state") ")",
+	[ST_COUNT_OPEN] = KP_SCHEMA_COUNT_OPEN,
 	[ST_NEXT_DUE] = "SELECT (SELECT min(next_check_at) FROM attempts INDEXED BY attempts_due "
 			"WHERE " KP_SCHEMA_LIVE("state") "), "
 			"(SELECT min(next_check_at) FROM refunds WHERE " KP_SCHEMA_REFUND_OPEN("state") ")",

@@ -17,6 +17,12 @@
  * constant IN list, which SQLite answers by building a temporary B-tree. */
 #define KP_SCHEMA_LIVE(c) "(" c " = 'created' OR " c " = 'paying' OR " c " = 'canceling')"
 #define KP_SCHEMA_REFUND_OPEN(c) "(" c " = 'pending' OR " c " = 'sent')"
+/* How many attempts and refunds are not final, read from those indexes only
+ * (the journal's replay count; the replay bench polls it from outside). */
+#define KP_SCHEMA_COUNT_OPEN                                                            \
+	"SELECT (SELECT count(*) FROM attempts INDEXED BY attempts_due WHERE "          \
+	KP_SCHEMA_LIVE("state") ") + (SELECT count(*) FROM refunds INDEXED BY "         \
+	"refunds_due WHERE " KP_SCHEMA_REFUND_OPEN("state") ")"
 
 /* SQL text of the migration to `version` (1..KP_SCHEMA_LATEST); NULL otherwise.
  * Static storage; not to be freed. */

@@ -170,6 +170,22 @@ static bool host_up(const kp_engine *e)
 	return e->d.host_ops->up(e->d.host);
 }
 
+/* How many records the reconciler may walk now (KP_ENGINE_HOST_WINDOW): each
+ * sends at most one request. With the host down nothing is sent, and records
+ * still move on the timer (pay window -> canceling). */
+static size_t reconciler_room(const kp_engine *e, size_t batch)
+{
+	if (!host_up(e))
+		return batch;
+	uint64_t busy = e->stats.requests_in_flight;
+	for (size_t i = 0; i < e->nheld; i++)
+		busy += e->held[i].what == DEF_REQUEST;
+	if (busy >= KP_ENGINE_HOST_WINDOW)
+		return 0;
+	uint64_t room = KP_ENGINE_HOST_WINDOW - busy;
+	return room < batch ? (size_t)room : batch;
+}
+
 static bool channel_valid(const char *c)
 {
 	size_t n = c ? strlen(c) : 0;
@@ -1341,6 +1357,8 @@ int64_t kp_engine_tick(kp_engine *e)
 	bool due = e->next_due <= now;
 	if (!due && e->nqueue == 0)
 		return e->next_due; /* nothing scheduled is due: the hot path costs nothing */
+	if (e->nqueue == 0 && reconciler_room(e, DUE_BATCH) == 0)
+		return now + TICK_MAX_MS; /* the window is full: the host's answers wake the loop */
 
 	/* One transaction for the whole batch; each record in its own savepoint. */
 	kp_err err = kp_journal_begin(e->d.journal);
@@ -1351,23 +1369,26 @@ int64_t kp_engine_tick(kp_engine *e)
 	e->batching = true;
 	e->batch_failed = false;
 	apply_queue(e);
-	if (due && host_up(e) && kp_journal_in_txn(e->d.journal)) {
-		err = kp_journal_due_refunds(e->d.journal, now, DUE_BATCH, due_refund, e);
+	size_t room = reconciler_room(e, DUE_BATCH);
+	if (due && room > 0 && host_up(e) && kp_journal_in_txn(e->d.journal)) {
+		err = kp_journal_due_refunds(e->d.journal, now, room, due_refund, e);
 		if (err != KP_OK)
 			kp_log_error(e->d.env, "reconciler: refunds: %s", kp_strerror(err));
 	}
 	/* Attempts move on the timer even with the host down (pay window -> canceling). */
 	e->due_seen = 0;
-	if (due && kp_journal_in_txn(e->d.journal)) {
-		err = kp_journal_due_attempts(e->d.journal, now, DUE_BATCH, due_attempt, e);
+	room = reconciler_room(e, DUE_BATCH);
+	if (due && room > 0 && kp_journal_in_txn(e->d.journal)) {
+		err = kp_journal_due_attempts(e->d.journal, now, room, due_attempt, e);
 		if (err != KP_OK)
 			kp_log_error(e->d.env, "reconciler: attempts: %s", kp_strerror(err));
 	}
-	/* Not while attempts are backed up (a boot replay): the scan walks past
-	 * every expired order whose attempt is still live, ~8 us each, and an
-	 * expired order cannot be paid anyway (order_payable checks the time). */
+	/* Not while attempts are backed up (a boot replay: the walk was full, or
+	 * the window left it no room): the scan walks past every expired order
+	 * whose attempt is still live, ~8 us each, and an expired order cannot be
+	 * paid anyway (order_payable checks the time). */
 	bool more_to_expire = false;
-	if (due && now >= e->next_expiry_scan && e->due_seen < DUE_BATCH &&
+	if (due && now >= e->next_expiry_scan && room > 0 && e->due_seen < room &&
 	    kp_journal_in_txn(e->d.journal)) {
 		e->expiry_seen = 0;
 		err = kp_journal_orders_to_expire(e->d.journal, now, EXPIRY_SCAN, expire_order, e);
@@ -1404,6 +1425,8 @@ int64_t kp_engine_tick(kp_engine *e)
 	if (more_to_expire && !e->batch_failed)
 		next = now; /* a backlog of expiries (never on a failing journal: no busy loop) */
 	e->next_due = next;
+	if (next <= now && reconciler_room(e, DUE_BATCH) == 0)
+		return now + TICK_MAX_MS; /* still due; the host's answers wake the loop */
 	return next;
 }
 

@@ -122,6 +122,14 @@ void kp_engine_on_link(kp_engine *e, bool up);
  * Returns how many records were found. */
 kp_err kp_engine_recover(kp_engine *e, int64_t *found) KP_MUST_USE;
 
+/* Requests the reconciler keeps in flight to the host at most. A boot replay
+ * has tens of thousands of records due at once: sent as fast as the journal
+ * moves them, they outrun the host, fill the link's buffer
+ * (KP_HOSTLINK_OUT_MAX) and every refused one waits out its backoff (30 s and
+ * more). The walk takes only what the window has room for; the host's answers
+ * open it again. A customer's create_payment is never held back by it. */
+#define KP_ENGINE_HOST_WINDOW 128
+
 /* Do the work that is due (queries, cancels, refunds, expiries) and return
  * the wall time (ms) at which the next tick is wanted (0: nothing scheduled). */
 int64_t kp_engine_tick(kp_engine *e);

@@ -147,8 +147,10 @@ struct base {
 
 static int base_open(struct base *b, const char *path)
 {
-	static const char *const setup[] = {
-		"PRAGMA page_size=1024", "PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL",
+	char page[40];
+	snprintf(page, sizeof(page), "PRAGMA page_size=%d", KP_JOURNAL_PAGE_SIZE);
+	const char *const setup[] = {
+		page, "PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL",
 		"CREATE TABLE t(id INTEGER PRIMARY KEY, state TEXT NOT NULL, at INTEGER NOT NULL)",
 	};
 	if (sqlite3_open_v2(path, &b->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK)

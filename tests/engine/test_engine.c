@@ -18,7 +18,7 @@
 #include "kp_failpoint.h"
 
 #define T0 1800000000000LL
-#define MAXREQ 256
+#define MAXREQ 1024
 
 /* ---------- the fake host ---------- */
 
@@ -717,6 +717,53 @@ static void test_failing_journal_no_busy_loop(void **state)
 	assert_int_equal(live.state, KP_ATTEMPT_CANCELING);
 }
 
+static int count_attempts(struct fixture *f, const kp_attempt *a, int n, kp_attempt_state st, int tries)
+{
+	int k = 0;
+	for (int i = 0; i < n; i++) {
+		kp_attempt now;
+		assert_int_equal(kp_journal_attempt_get(f->j, a[i].attempt_id, &now), KP_OK);
+		k += now.state == st && (tries < 0 || now.tries == tries);
+	}
+	return k;
+}
+
+/* A backlog larger than the host window (a boot replay): at most
+ * KP_ENGINE_HOST_WINDOW requests in flight, however often the loop ticks; the
+ * rest wait untouched (still paying, no try counted: no backoff to sit out)
+ * and go as soon as answers open the window, without the clock moving. */
+static void test_host_window(void **state)
+{
+	struct fixture *f = *state;
+	enum { N = KP_ENGINE_HOST_WINDOW + 40 };
+	kp_attempt *a = calloc(N, sizeof(*a));
+	assert_non_null(a);
+	char key[16];
+	for (int i = 0; i < N; i++) {
+		kp_order o;
+		snprintf(key, sizeof(key), "win-%d", i);
+		make_order(f, key, 10 + i, &o);
+		pay_pending(f, o.order_id, "card", &a[i]);
+	}
+	int tries0 = a[0].tries;
+	kp_fake_advance(&f->world, f->cfg.pay_window_ms + 1); /* all N due to be canceled */
+	for (int i = 0; i < 20; i++)
+		(void)kp_engine_tick(f->e);
+	assert_int_equal(count_req(f, KP_OP_CANCEL_PAYMENT), KP_ENGINE_HOST_WINDOW);
+	assert_int_equal(count_attempts(f, a, N, KP_ATTEMPT_CANCELING, -1), KP_ENGINE_HOST_WINDOW);
+	assert_int_equal(count_attempts(f, a, N, KP_ATTEMPT_PAYING, tries0), 40);
+	/* One answer: one more goes out. */
+	struct fake_req *c = find_req(f, KP_OP_CANCEL_PAYMENT, NULL);
+	answer_payment(c, "canceled", NULL, 0);
+	assert_int_equal(count_req(f, KP_OP_CANCEL_PAYMENT), KP_ENGINE_HOST_WINDOW + 1);
+	/* Answer everything as it comes: all N canceled, the clock never moved. */
+	while ((c = find_req(f, KP_OP_CANCEL_PAYMENT, NULL)))
+		answer_payment(c, "canceled", NULL, 0);
+	assert_int_equal(count_req(f, KP_OP_CANCEL_PAYMENT), N);
+	assert_int_equal(count_attempts(f, a, N, KP_ATTEMPT_CANCELED, -1), N);
+	free(a);
+}
+
 static void test_power_cut_policy_on_recover(void **state)
 {
 	struct fixture *f = *state;
@@ -796,6 +843,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_confirm_not_committed_not_acked, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_confirm_burst_one_commit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_failing_journal_no_busy_loop, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_host_window, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_power_cut_policy_on_recover, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cancel_order_then_late_success, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_vend_failure_after_many_attempts, setup, teardown),
