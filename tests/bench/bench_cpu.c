@@ -6,7 +6,6 @@
  * machine does not move (fsync and other kernel time are not counted).
  * Without valgrind it prints the wall and CPU time per payment instead. */
 #include <errno.h>
-#include <ftw.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +16,7 @@
 
 #include "engine.h"
 #include "journal.h"
+#include "kp_rmtree.h"
 
 #define MAXQ 8
 
@@ -209,14 +209,6 @@ static double now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(p);
-}
-
 static void usage(void)
 {
 	fprintf(stderr, "usage: kp-bench-cpu [--payments N] [--warmup W] [--dir DIR] [--baseline]\n"
@@ -273,7 +265,7 @@ int main(int argc, char **argv)
 		sqlite3_finalize(b.ins);
 		sqlite3_finalize(b.upd);
 		sqlite3_close(b.db);
-		nftw(tmp, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+		kp_rmtree(tmp);
 		printf("kp-bench-cpu --baseline: %d x 4 bare single-row SQLite commits: %.1f us CPU, %.1f us wall "
 		       "per 4\n", n, cpu / n * 1e6, wall / n * 1e6);
 		return bad ? 1 : 0;
@@ -310,6 +302,6 @@ int main(int argc, char **argv)
 	kp_engine_free(r->e);
 	kp_journal_close(r->j);
 	free(r);
-	nftw(tmp, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+	kp_rmtree(tmp);
 	return rc;
 }

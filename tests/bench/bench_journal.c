@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
-#include <ftw.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +17,7 @@
 
 #include "count_vfs.h"
 #include "journal.h"
+#include "kp_rmtree.h"
 
 #define ROUNDS 10
 
@@ -414,14 +414,6 @@ static void io_per(const kp_count_stats *d, int n, double *syncs, double *kib)
 	*kib = (double)by / n / 1024.0;
 }
 
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(p);
-}
-
 static void usage(void)
 {
 	fprintf(stderr, "usage: kp-bench-journal [--dir DIR] [--payments N] [--page-size BYTES]\n"
@@ -643,6 +635,6 @@ int main(int argc, char **argv)
 	}
 	free(lat);
 
-	nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+	kp_rmtree(dir);
 	return 0;
 }

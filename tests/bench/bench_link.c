@@ -7,7 +7,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <getopt.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -27,6 +26,7 @@
 #include "hostlink.h"
 #include "hostproto.h"
 #include "simtest.h"
+#include "kp_rmtree.h"
 
 #ifndef KP_BIN_HOSTSIM
 #define KP_BIN_HOSTSIM "kp-hostsim"
@@ -471,14 +471,6 @@ static void rtt_echo(int fd, const struct rtt *shape, int n, int64_t *us, struct
 
 /* ---------- main ---------- */
 
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(p);
-}
-
 static void usage(void)
 {
 	fprintf(stderr,
@@ -663,8 +655,8 @@ int main(int argc, char **argv)
 		fclose(f);
 	}
 	if (!getenv("KP_BENCH_KEEP")) {
-		nftw(b.ledger_dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
-		nftw(b.dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+		kp_rmtree(b.ledger_dir);
+		kp_rmtree(b.dir);
 	}
 	return 0;
 }

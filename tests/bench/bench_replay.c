@@ -11,7 +11,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <getopt.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -33,6 +32,7 @@
 #include "ledger.h"
 #include "schema.h"
 #include "simtest.h"
+#include "kp_rmtree.h"
 
 #ifndef KP_BIN_HOSTSIM
 #define KP_BIN_HOSTSIM "kp-hostsim"
@@ -626,14 +626,6 @@ static double host_limit(struct world *w, int n, int *errors)
 
 /* ---------- main ---------- */
 
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(p);
-}
-
 static void usage(void)
 {
 	fprintf(stderr,
@@ -835,8 +827,8 @@ int main(int argc, char **argv)
 		fclose(f);
 	}
 	if (!getenv("KP_BENCH_KEEP")) {
-		nftw(w.sim_dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
-		nftw(w.dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+		kp_rmtree(w.sim_dir);
+		kp_rmtree(w.dir);
 	} else {
 		printf("  kept %s and %s\n", w.dir, w.sim_dir);
 	}

@@ -1,6 +1,7 @@
 /* fw_test_util.c — temp dirs, running kioskfw, tree snapshots for the firmware
  * tests. Failures here abort the test: they are the harness's, not the code's. */
 #include "fw_test_util.h"
+#include "kp_rmtree.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -28,17 +29,9 @@ void fwt_mkdtemp(char *out, size_t cap, const char *tag)
 		die("mkdtemp", out);
 }
 
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 void fwt_rmtree(const char *path)
 {
-	(void)nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	kp_rmtree(path);
 }
 
 void fwt_write_file(const char *path, const void *data, size_t len)

@@ -1,6 +1,7 @@
 /* simtest.c — see simtest.h: process control for kp-hostsim, its control port,
  * and a blocking mbedtls test client over the project's codec. */
 #include "simtest.h"
+#include "kp_rmtree.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -41,23 +42,7 @@ bool st_tmpdir(const char *prefix, char *out, size_t cap)
 
 void st_rmtree(const char *dir)
 {
-	DIR *d = opendir(dir);
-	if (!d)
-		return;
-	struct dirent *e;
-	while ((e = readdir(d)) != NULL) {
-		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-			continue;
-		char p[ST_PATH_MAX * 2];
-		snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
-		struct stat st;
-		if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode))
-			st_rmtree(p);
-		else
-			unlink(p);
-	}
-	closedir(d);
-	rmdir(dir);
+	kp_rmtree(dir);
 }
 
 int st_run(const char *const *argv)

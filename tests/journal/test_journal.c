@@ -10,7 +10,6 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
-#include <ftw.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -23,6 +22,7 @@
 #include "journal.h"
 #include "schema.h"
 #include "kp_failpoint.h"
+#include "kp_rmtree.h"
 
 #define T0 1700000000000LL
 #define N(t) (sizeof(t) / sizeof((t)[0]))
@@ -40,14 +40,6 @@ struct fixture {
 };
 
 /* ---------- helpers ---------- */
-
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(p);
-}
 
 static int setup(void **state)
 {
@@ -75,7 +67,7 @@ static int teardown(void **state)
 	struct fixture *f = *state;
 	kp_failpoint_disarm_all();
 	kp_journal_close(f->j);
-	nftw(f->dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+	kp_rmtree(f->dir);
 	free(f);
 	return 0;
 }

@@ -10,7 +10,6 @@
 
 #include <cjson/cJSON.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +19,7 @@
 #include <unistd.h>
 
 #include "journal.h"
+#include "kp_rmtree.h"
 
 #ifndef KIOSKCTL
 #error "KIOSKCTL must name the kioskctl binary"
@@ -36,14 +36,6 @@ struct fixture {
 	char *out; /* stdout of the last run */
 	char err[4096];
 };
-
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(p);
-}
 
 static int setup(void **state)
 {
@@ -63,7 +55,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct fixture *f = *state;
-	nftw(f->dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+	kp_rmtree(f->dir);
 	free(f->out);
 	free(f);
 	return 0;

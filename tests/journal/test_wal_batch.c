@@ -9,7 +9,6 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <ftw.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +18,7 @@
 #include "count_vfs.h"
 #include "journal.h"
 #include "wal_batch.h"
+#include "kp_rmtree.h"
 
 #define T0 1800000000000LL
 #define FRAME (KP_JOURNAL_PAGE_SIZE + 24) /* WAL frame: header + page */
@@ -47,19 +47,11 @@ static int setup(void **state)
 	return 0;
 }
 
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(p);
-}
-
 static int teardown(void **state)
 {
 	struct fixture *f = *state;
 	kp_journal_close(f->j);
-	nftw(f->dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+	kp_rmtree(f->dir);
 	free(f);
 	return 0;
 }
