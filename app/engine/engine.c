@@ -763,7 +763,12 @@ static void reply_apply(struct req_ctx *ctx, kp_err err, const kp_host_msg *repl
 static void on_reply(void *arg, kp_err err, const kp_host_msg *reply)
 {
 	struct req_ctx *ctx = arg;
-	if (!ctx->pay) {
+	/* Applied in the next tick's batch, with whatever else came meanwhile: one
+	 * commit for many answers. Not the answer to a pay request's cancel: its
+	 * continuation sends create_payment for a new attempt, which must be
+	 * committed alone first (write-ahead). A pay request waiting for its
+	 * create_payment reply is answered after the batch commits (pay_flush). */
+	if (!ctx->pay || ctx->pay->stage == PAY_WAIT_CREATE) {
 		struct queued q = {.ctx = ctx, .err = err};
 		if (reply)
 			q.msg = *reply;
