@@ -685,6 +685,57 @@ static void test_confirm_burst_one_commit(void **state)
 	assert_int_equal(order_state(f, o[2].order_id), KP_ORDER_PAID);
 }
 
+/* Two customers' create_payment replies (each with a QR code) and a third's
+ * confirm arrive in one loop turn: one commit for all three, and neither pay
+ * request is answered before it; each answer shows its committed QR code. */
+static void test_pay_replies_share_commit(void **state)
+{
+	struct fixture *f = *state;
+	kp_order o[3];
+	kp_attempt paid;
+	make_order(f, "share-0", 100, &o[0]);
+	make_order(f, "share-1", 200, &o[1]);
+	make_order(f, "share-2", 300, &o[2]);
+	pay_pending(f, o[2].order_id, "card", &paid);
+	struct pay_result r[2] = {{0}, {0}};
+	struct fake_req *q[2];
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(kp_engine_pay(f->e, o[i].order_id, "qr", pay_done, &r[i]), KP_OK);
+		q[i] = find_req(f, KP_OP_CREATE_PAYMENT, NULL);
+		assert_non_null(q[i]);
+	}
+	kp_host_msg m[2];
+	for (int i = 0; i < 2; i++) {
+		memset(&m[i], 0, sizeof(m[i]));
+		m[i].op = KP_OP_PAYMENT;
+		snprintf(m[i].attempt_id, sizeof(m[i].attempt_id), "%s", q[i]->msg.attempt_id);
+		snprintf(m[i].status, sizeof(m[i].status), "pending");
+		snprintf(m[i].qr, sizeof(m[i].qr), "https://pay.example/qr/share-%d", i);
+		q[i]->answered = true;
+		q[i]->fn(q[i]->arg, KP_OK, &m[i]); /* read off the link, not yet applied */
+	}
+	confirm_arrives(f, 300, paid.attempt_id, "txn-share-2", "succeeded", 300);
+	kp_attempt a;
+	assert_int_equal(kp_journal_attempt_get(f->j, m[0].attempt_id, &a), KP_OK);
+	assert_string_equal(a.qr, ""); /* nothing written yet, and nobody told */
+	assert_int_equal(r[0].calls + r[1].calls, 0);
+	kp_count_stats before, after;
+	kp_count_vfs_get(&before);
+	(void)kp_engine_tick(f->e);
+	kp_count_vfs_get(&after);
+	assert_int_equal(after.syncs[KP_COUNT_WAL] - before.syncs[KP_COUNT_WAL], 1); /* one commit */
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(r[i].calls, 1);
+		assert_int_equal(r[i].err, KP_OK);
+		assert_string_equal(r[i].a.attempt_id, m[i].attempt_id);
+		assert_string_equal(r[i].a.qr, m[i].qr);
+		assert_int_equal(kp_journal_attempt_get(f->j, m[i].attempt_id, &a), KP_OK);
+		assert_string_equal(a.qr, m[i].qr);
+		assert_int_equal(a.state, KP_ATTEMPT_PAYING);
+	}
+	assert_int_equal(order_state(f, o[2].order_id), KP_ORDER_PAID);
+}
+
 /* More due attempts than a batch, and every move failing (a journal that
  * refuses writes): the reconciler tries again a second later, never at once
  * (no busy loop), and nothing moved. */
@@ -842,6 +893,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_give_up_unresolved, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_confirm_not_committed_not_acked, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_confirm_burst_one_commit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pay_replies_share_commit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_failing_journal_no_busy_loop, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_host_window, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_power_cut_policy_on_recover, setup, teardown),
