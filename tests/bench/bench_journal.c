@@ -20,6 +20,11 @@
 #include "kp_rmtree.h"
 
 #define ROUNDS 10
+/* The journal's commits for one completed payment, as the engine makes them
+ * (docs/engine.md, "A sale"): order create | attempt begin | the host's
+ * `pending` reply (its QR and the first query's time) | confirmation +
+ * attempt succeeded + order paid | order fulfilled. */
+#define COMMITS_PER_PAYMENT 5
 
 struct opts {
 	const char *dir; /* parent of the temp dir */
@@ -137,6 +142,14 @@ static void pay_one(struct jside *s)
 	kp_attempt a;
 	if ((err = kp_journal_attempt_begin(s->j, &an, &a)) != KP_OK)
 		die("attempt begin", err);
+	/* apply_payment() of the create_payment reply: a reschedule with the QR
+	 * the host made (the simulator's shape), no event. */
+	char qr[KP_QR_SIZE];
+	snprintf(qr, sizeof(qr), "kpsim://pay?attempt=%s&amount=250&currency=EUR", aid);
+	kp_attempt_move pm = {.from = KP_ATTEMPT_PAYING, .to = KP_ATTEMPT_PAYING, .qr = qr, .now = t + 2,
+			      .next_check_at = t + 5002, .cause = "create_payment reply"};
+	if ((err = kp_journal_attempt_move(s->j, aid, &pm)) != KP_OK)
+		die("pending reply", err);
 	kp_confirmation c = {.seq = i, .status = KP_CONFIRM_SUCCEEDED, .amount = 250, .at = t + 2,
 			     .received_at = t + 3};
 	snprintf(c.host_txn, sizeof(c.host_txn), "%s", txn);
@@ -213,14 +226,14 @@ static void bstep(struct bside *b, sqlite3_stmt *st)
 	sqlite3_reset(st);
 }
 
-/* The same number of commits as one payment: an insert and three updates. */
+/* The same number of commits as one payment: an insert and four updates. */
 static void bpay_one(struct bside *b)
 {
 	int id = ++b->next;
-	static const char *const states[] = {"paying", "paid", "fulfilled"};
+	static const char *const states[COMMITS_PER_PAYMENT - 1] = {"paying", "pending", "paid", "fulfilled"};
 	sqlite3_bind_int(b->ins, 1, id);
 	bstep(b, b->ins);
-	for (int k = 0; k < 3; k++) {
+	for (int k = 0; k < COMMITS_PER_PAYMENT - 1; k++) {
 		sqlite3_bind_int(b->upd, 1, id);
 		sqlite3_bind_text(b->upd, 2, states[k], -1, SQLITE_STATIC);
 		bstep(b, b->upd);
@@ -237,21 +250,22 @@ static void bclose(struct bside *b)
 /* ---------- the naive design: what a user would write instead ----------
  * The same payment in plain SQLite with the default rollback journal
  * (journal_mode=DELETE, synchronous=FULL) and every statement its own
- * transaction: 11 autocommits where the journal makes 4 commits. */
+ * transaction: 12 autocommits where the journal makes 5 commits. */
 
 struct nside {
 	sqlite3 *db;
-	sqlite3_stmt *st[6];
+	sqlite3_stmt *st[7];
 	int next;
 };
 
-enum { N_ORDER, N_ATTEMPT, N_CONF, N_ATT_SET, N_ORD_SET, N_EVENT };
+enum { N_ORDER, N_ATTEMPT, N_ATT_QR, N_CONF, N_ATT_SET, N_ORD_SET, N_EVENT, N__COUNT };
 
 static void nopen(struct nside *n, const char *path, int page_size)
 {
 	static const char *const sql[] = {
 		[N_ORDER] = "INSERT INTO orders VALUES(?1,?2,250,'EUR','pending',?3,?3)",
-		[N_ATTEMPT] = "INSERT INTO attempts VALUES(?1,?2,'card',250,'paying','',?3,?3)",
+		[N_ATTEMPT] = "INSERT INTO attempts VALUES(?1,?2,'card',250,'paying','','',?3,?3)",
+		[N_ATT_QR] = "UPDATE attempts SET qr=?2, updated_at=?3 WHERE attempt_id=?1",
 		[N_CONF] = "INSERT INTO confirmations VALUES(?1,?2,?3,'succeeded',250,?4)",
 		[N_ATT_SET] = "UPDATE attempts SET state=?2, host_txn=?3, updated_at=?4 WHERE attempt_id=?1",
 		[N_ORD_SET] = "UPDATE orders SET state=?2, updated_at=?3 WHERE order_id=?1",
@@ -270,13 +284,13 @@ static void nopen(struct nside *n, const char *path, int page_size)
 	bexec(n->db, "CREATE TABLE orders(order_id TEXT PRIMARY KEY, dedup_key TEXT UNIQUE, amount INT, "
 		     "currency TEXT, state TEXT, created_at INT, updated_at INT)");
 	bexec(n->db, "CREATE TABLE attempts(attempt_id TEXT PRIMARY KEY, order_id TEXT, channel TEXT, "
-		     "amount INT, state TEXT, host_txn TEXT, created_at INT, updated_at INT)");
+		     "amount INT, state TEXT, host_txn TEXT, qr TEXT, created_at INT, updated_at INT)");
 	bexec(n->db, "CREATE INDEX attempts_order ON attempts(order_id)");
 	bexec(n->db, "CREATE TABLE confirmations(host_txn TEXT PRIMARY KEY, seq INT, attempt_id TEXT, "
 		     "status TEXT, amount INT, received_at INT)");
 	bexec(n->db, "CREATE TABLE events(seq INTEGER PRIMARY KEY, at INT, kind TEXT, record_id TEXT, "
 		     "to_state TEXT)");
-	for (int k = 0; k < 6; k++)
+	for (int k = 0; k < N__COUNT; k++)
 		if (sqlite3_prepare_v2(n->db, sql[k], -1, &n->st[k], NULL) != SQLITE_OK) {
 			fprintf(stderr, "kp-bench-journal: naive prepare: %s\n", sqlite3_errmsg(n->db));
 			exit(1);
@@ -315,7 +329,7 @@ static void nset(struct nside *n, int k, const char *id, const char *state, cons
 	nstep(n, k);
 }
 
-/* One payment, 11 autocommits: order, attempt, confirm (5), fulfil (2). */
+/* One payment, 12 autocommits: order, attempt, QR, confirm (5), fulfil (2). */
 static void npay_one(struct nside *n)
 {
 	int i = n->next++;
@@ -333,6 +347,12 @@ static void npay_one(struct nside *n)
 	sqlite3_bind_int64(n->st[N_ATTEMPT], 3, t + 1);
 	nstep(n, N_ATTEMPT);
 	nevent(n, t + 1, "attempt", aid, "paying");
+	char qr[KP_QR_SIZE];
+	snprintf(qr, sizeof(qr), "kpsim://pay?attempt=%s&amount=250&currency=EUR", aid);
+	sqlite3_bind_text(n->st[N_ATT_QR], 1, aid, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(n->st[N_ATT_QR], 2, qr, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_int64(n->st[N_ATT_QR], 3, t + 2);
+	nstep(n, N_ATT_QR);
 	sqlite3_bind_text(n->st[N_CONF], 1, txn, -1, SQLITE_TRANSIENT);
 	sqlite3_bind_int(n->st[N_CONF], 2, i);
 	sqlite3_bind_text(n->st[N_CONF], 3, aid, -1, SQLITE_TRANSIENT);
@@ -348,7 +368,7 @@ static void npay_one(struct nside *n)
 
 static void nclose(struct nside *n)
 {
-	for (int k = 0; k < 6; k++)
+	for (int k = 0; k < N__COUNT; k++)
 		sqlite3_finalize(n->st[k]);
 	sqlite3_close(n->db);
 }
@@ -471,15 +491,15 @@ int main(int argc, char **argv)
 	snprintf(j3path, sizeof(j3path), "%s/journal-vs-naive.db", dir);
 	snprintf(npath, sizeof(npath), "%s/naive.db", dir);
 	snprintf(fpath, sizeof(fpath), "%s/appends.bin", dir);
-	int n = op.payments, commits = 4 * n;
+	int n = op.payments, commits = COMMITS_PER_PAYMENT * n;
 
 	printf("kp-bench-journal: %d completed payments = %d journal commits, vs %d plain single-row commits\n",
 	       n, commits, commits);
 	printf("  files in %s, file system %s\n", dir, fs_name(dir));
 	printf("  SQLite %s, WAL, synchronous=FULL, page_size %d, both through the counting VFS\n",
 	       sqlite3_libversion(), op.page_size);
-	printf("  a payment: order create | attempt begin | confirmation + attempt succeeded + order paid | "
-	       "order fulfilled\n");
+	printf("  a payment: order create | attempt begin | pending reply (QR) | confirmation + attempt "
+	       "succeeded + order paid | order fulfilled\n");
 
 	/* (a) vs (b), interleaved in rounds (which goes first alternates) so that a
 	 * busy machine hurts both alike; the ratio reported is the median of the
@@ -521,7 +541,7 @@ int main(int argc, char **argv)
 	qsort(ratios, ROUNDS, sizeof(ratios[0]), cmp_double);
 	double ja = commits / tj, bb = commits / tb;
 	printf("(a) journal:  %6d commits in %6.2f s = %7.1f commits/s (%.1f payments/s)\n", commits, tj, ja,
-	       ja / 4);
+	       ja / COMMITS_PER_PAYMENT);
 	printf("(b) baseline: %6d commits in %6.2f s = %7.1f commits/s\n", commits, tb, bb);
 	printf("    ratio a/b = %.2f overall, %.2f median of %d rounds (min %.2f, max %.2f; target >= 0.8)\n",
 	       ja / bb, (ratios[ROUNDS / 2 - 1] + ratios[ROUNDS / 2]) / 2, ROUNDS, ratios[0],
@@ -542,7 +562,8 @@ int main(int argc, char **argv)
 	kp_count_vfs_get(&c1);
 	kp_journal_close(jn.j); /* the last close checkpoints the WAL into the main file */
 	kp_count_vfs_get(&c2);
-	printf("(c) per completed payment (4 commits), counted by the VFS (targets <= 4 syncs, <= 16 KiB):\n");
+	printf("(c) per completed payment (%d commits), counted by the VFS (targets <= 4 syncs, <= 16 KiB):\n",
+	       COMMITS_PER_PAYMENT);
 	delta(&d, &c0, &c1);
 	print_io("without checkpoint:", &d, n);
 	kp_count_stats ck;
@@ -557,12 +578,12 @@ int main(int argc, char **argv)
 	snprintf(label, sizeof(label), "with autocheckpoint (%d pages):",
 		 op.autockpt ? op.autockpt : KP_JOURNAL_WAL_AUTOCHECKPOINT);
 	print_io(label, &dj, n);
-	print_io("baseline, 4 single-row commits:", &db, n);
+	print_io("baseline, 5 single-row commits:", &db, n);
 
 	/* (d) the naive design, interleaved in rounds with a fresh journal, and
 	 * (e) the device's durability limit, 4 KiB appends each made durable, as
 	 * many as the journal's commits, in the same rounds. */
-	int per = 4 * (n / ROUNDS);
+	int per = COMMITS_PER_PAYMENT * (n / ROUNDS);
 	double *lat = calloc((size_t)(per * ROUNDS), sizeof(*lat));
 	if (!lat)
 		die("out of memory", KP_ERR_NOMEM);
@@ -600,13 +621,13 @@ int main(int argc, char **argv)
 	io_per(&dj3, n, &sj, &kj);
 	io_per(&dn, n, &sn, &kn);
 	printf("(d) naive design (rollback journal, synchronous=FULL, one statement per transaction:\n"
-	       "    11 autocommits per payment), interleaved with the journal:\n");
+	       "    12 autocommits per payment), interleaved with the journal:\n");
 	printf("    journal %6.1f payments/s (%.2f syncs, %.1f KiB each) | naive %6.1f payments/s (%.2f syncs,"
 	       " %.1f KiB each) | ratio journal/naive %.2f\n", pj, sj, kj, pn, sn, kn, pj / pn);
 
 	int na = per * ROUNDS;
 	qsort(lat, (size_t)na, sizeof(*lat), cmp_double);
-	double fps = na / tf, jc = 4 * pj;
+	double fps = na / tf, jc = COMMITS_PER_PAYMENT * pj;
 	printf("(e) raw 4 KiB append + fdatasync, in the rounds of (d): %d in %.2f s = %.1f/s (p50 %.2f ms, "
 	       "p99 %.2f ms):\n    the device's durability limit; the journal's %.1f commits/s in (d) are %.2f "
 	       "of it\n", na, tf, fps, lat[na / 2] / 1000.0, lat[(na * 99) / 100] / 1000.0, jc, jc / fps);
@@ -629,7 +650,7 @@ int main(int argc, char **argv)
 			   "\"fsync_p99_ms\":%.3f,\"journal_commits_per_s_vs_fsync\":%.1f,\"journal_over_fsync\":%.3f,"
 			   "\"load1\":%.2f}\n",
 			n, commits, op.page_size, ja, bb, ja / bb, (ratios[ROUNDS / 2 - 1] + ratios[ROUNDS / 2]) / 2,
-			ja / 4, cj / commits * 1e6, cb / commits * 1e6, sa, ka, sbase, kbase, pj, pn, sn, kn, pj / pn,
+			ja / COMMITS_PER_PAYMENT, cj / commits * 1e6, cb / commits * 1e6, sa, ka, sbase, kbase, pj, pn, sn, kn, pj / pn,
 			fps, lat[na / 2] / 1000.0, lat[(na * 99) / 100] / 1000.0, jc, jc / fps, load[0]);
 		fclose(f);
 	}
