@@ -49,6 +49,7 @@ enum {
 
 enum st {
 	ST_BEGIN,
+	ST_BEGIN_READ,
 	ST_COMMIT,
 	ST_ROLLBACK,
 	ST_SAVEPOINT,
@@ -86,6 +87,7 @@ enum st {
 
 static const char *const sql_text[ST__COUNT] = {
 	[ST_BEGIN] = "BEGIN IMMEDIATE",
+	[ST_BEGIN_READ] = "BEGIN DEFERRED",
 	[ST_COMMIT] = "COMMIT",
 	[ST_ROLLBACK] = "ROLLBACK",
 	[ST_SAVEPOINT] = "SAVEPOINT kp_sp",
@@ -153,6 +155,8 @@ struct kp_journal {
 	bool check_later;      /* KP_JOURNAL_CHECK_LATER and not checked yet */
 	int autockpt;          /* wal_autocheckpoint pages once checked (0: none) */
 	int depth; /* kp_journal_begin() nesting; 0 = no outer transaction */
+	int reads;     /* kp_journal_read_begin() nesting */
+	bool snapshot; /* the read transaction of read_begin is open (depth 0) */
 	bool pending_rollback; /* a ROLLBACK failed: retry before anything else */
 	kp_err pending_err;    /* why it failed */
 	char path[PATH_MAX];
@@ -575,6 +579,7 @@ static const char *cause_of(const char *cause, char *buf)
 
 static void rollback_all(kp_journal *j)
 {
+	j->snapshot = false; /* a read snapshot ends with the transaction */
 	if (sqlite3_get_autocommit(j->db)) {
 		j->pending_rollback = false;
 		return;
@@ -630,6 +635,49 @@ static kp_err savepoint_release(kp_journal *j)
 	return err;
 }
 
+/* Read snapshots (kp_journal_read_begin): the reads of a batch share one
+ * deferred read transaction, so one WAL read lock (two fcntl calls) instead of
+ * one per statement. A write at depth 0 ends the snapshot first and, once it
+ * committed, opens a new one: nothing else writes the journal (one daemon, the
+ * other processes open it read-only), so reads in a snapshot see every commit
+ * made before them. */
+static void snapshot_end(kp_journal *j)
+{
+	if (!j->snapshot)
+		return;
+	j->snapshot = false;
+	if (!sqlite3_get_autocommit(j->db) && exec_st(j, ST_COMMIT) != KP_OK)
+		rollback_all(j); /* a read transaction has nothing to lose */
+}
+
+static void snapshot_open(kp_journal *j)
+{
+	if (j->reads == 0 || j->snapshot || j->depth > 0 || j->pending_rollback ||
+	    !sqlite3_get_autocommit(j->db))
+		return;
+	char keep[ERRMSG_SIZE];
+	memcpy(keep, j->errmsg, sizeof(keep));
+	/* Failing to open one only costs the locks it would have saved. */
+	j->snapshot = exec_st(j, ST_BEGIN_READ) == KP_OK;
+	memcpy(j->errmsg, keep, sizeof(keep));
+}
+
+void kp_journal_read_begin(kp_journal *j)
+{
+	if (!j || !j->db)
+		return;
+	j->reads++;
+	snapshot_open(j);
+}
+
+void kp_journal_read_end(kp_journal *j)
+{
+	if (!j || j->reads == 0)
+		return;
+	if (--j->reads == 0)
+		snapshot_end(j);
+}
+
 /* A typed write: its own transaction, or a savepoint inside the caller's. */
 struct wtx {
 	bool own;
@@ -645,6 +693,7 @@ static kp_err wtx_begin(kp_journal *j, struct wtx *t)
 	TRY(heal(j));
 	if (j->depth == 0) {
 		t->own = true;
+		snapshot_end(j);
 		return exec_st(j, ST_BEGIN);
 	}
 	if (sqlite3_get_autocommit(j->db)) {
@@ -662,8 +711,10 @@ static kp_err commit_now(kp_journal *j)
 	kp_err err = exec_st(j, ST_COMMIT);
 	if (err != KP_OK) {
 		rollback_all(j);
+		snapshot_open(j);
 		return err;
 	}
+	snapshot_open(j);
 	if (KP_FAILPOINT(FP_AFTER_COMMIT)) {
 		set_msg(j, "failpoint %d: committed, answer lost", FP_AFTER_COMMIT);
 		return KP_ERR_FAILPOINT;
@@ -683,6 +734,7 @@ static kp_err wtx_end(kp_journal *j, struct wtx *t, kp_err err, unsigned fp)
 		if (err == KP_OK)
 			return commit_now(j);
 		rollback_all(j);
+		snapshot_open(j);
 		return err;
 	}
 	if (sqlite3_get_autocommit(j->db)) /* the group is already gone */
@@ -697,9 +749,10 @@ static kp_err wtx_end(kp_journal *j, struct wtx *t, kp_err err, unsigned fp)
 /* End a typed write that wrote nothing, keeping the error message. */
 static void wtx_abandon(kp_journal *j, struct wtx *t)
 {
-	if (t->own)
+	if (t->own) {
 		rollback_all(j);
-	else if (!sqlite3_get_autocommit(j->db))
+		snapshot_open(j);
+	} else if (!sqlite3_get_autocommit(j->db))
 		savepoint_undo(j);
 }
 
@@ -714,6 +767,7 @@ kp_err kp_journal_begin(kp_journal *j)
 	TRY(heal(j));
 	kp_err err;
 	if (j->depth == 0) {
+		snapshot_end(j);
 		err = exec_st(j, ST_BEGIN);
 	} else if (sqlite3_get_autocommit(j->db)) {
 		set_msg(j, "the group's transaction was rolled back; roll back the group");
@@ -723,6 +777,8 @@ kp_err kp_journal_begin(kp_journal *j)
 	}
 	if (err == KP_OK)
 		j->depth++;
+	else if (j->depth == 0)
+		snapshot_open(j);
 	return err;
 }
 
@@ -745,6 +801,7 @@ kp_err kp_journal_commit(kp_journal *j)
 	if (KP_FAILPOINT(FP_COMMIT)) {
 		set_msg(j, "failpoint %d fired before commit", FP_COMMIT);
 		rollback_all(j);
+		snapshot_open(j);
 		return KP_ERR_FAILPOINT;
 	}
 	return commit_now(j);
@@ -761,6 +818,7 @@ void kp_journal_rollback(kp_journal *j)
 		return;
 	}
 	rollback_all(j);
+	snapshot_open(j);
 }
 
 static kp_err event_add(kp_journal *j, int64_t at, const char *kind, const char *record_id,
@@ -1189,7 +1247,7 @@ void kp_journal_close(kp_journal *j)
 {
 	if (!j)
 		return;
-	if (j->db && (j->depth > 0 || j->pending_rollback))
+	if (j->db && (j->depth > 0 || j->pending_rollback || j->snapshot))
 		rollback_all(j);
 	for (int i = 0; i < ST__COUNT; i++)
 		sqlite3_finalize(j->st[i]);

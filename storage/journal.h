@@ -145,6 +145,13 @@ void kp_journal_rollback(kp_journal *j);
 /* True inside begin/commit while SQLite's transaction is still open (a
  * statement error such as a full disk can end it early). */
 bool kp_journal_in_txn(const kp_journal *j);
+/* A read snapshot around a batch of work (a loop turn's API requests): its
+ * reads share one read transaction instead of taking the WAL's read lock each.
+ * Writes inside are allowed and commit as always (the snapshot ends before
+ * each and opens again after it). Nests; safe on NULL. Hold it only for a
+ * batch: an open snapshot keeps a checkpoint from resetting the WAL. */
+void kp_journal_read_begin(kp_journal *j);
+void kp_journal_read_end(kp_journal *j);
 
 /* ---- orders ---- */
 

@@ -1003,8 +1003,13 @@ int64_t kp_api_deadline(const kp_api *api)
 void kp_api_process(kp_api *api, short revents)
 {
 	(void)revents;
+	/* The requests of this turn read in one snapshot (writes still commit
+	 * each on its own before their answer): GET /orders/{id} alone makes
+	 * three reads. */
+	kp_journal_read_begin(api->journal);
 	if (coap_io_process(api->ctx, COAP_IO_NO_WAIT) < 0)
 		kp_log_warn(api->env, "api: coap_io_process failed");
+	kp_journal_read_end(api->journal);
 }
 
 void kp_api_stats_get(const kp_api *api, kp_api_stats *out)

@@ -315,8 +315,12 @@ static int loop(struct daemon *d)
 {
 	int64_t next = 0;
 	while (!d->stop) {
+		/* The turn's due work reads in one snapshot, ended before the
+		 * loop sleeps (kp_journal_read_begin). */
+		kp_journal_read_begin(d->journal);
 		kp_hostlink_tick(d->link);
 		next = kp_engine_tick(d->engine);
+		kp_journal_read_end(d->journal);
 		struct pollfd pfd[4 + KP_DEVICES_POLLFDS];
 		pfd[0] = (struct pollfd){.fd = d->sigfd, .events = POLLIN};
 		kp_api_pollfd(d->api, &pfd[1]);

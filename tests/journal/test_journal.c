@@ -1155,6 +1155,69 @@ static void test_nested_transactions(void **state)
 	kp_journal_rollback(f->j); /* harmless without begin */
 }
 
+/* PRAGMA wal_checkpoint(TRUNCATE) from a second connection that does not
+ * wait: 1 if a reader kept it from finishing, 0 if the WAL was emptied. */
+static int64_t truncate_busy(const char *path)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	int64_t busy = -1;
+	assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA wal_checkpoint(TRUNCATE)", -1, &st, NULL), SQLITE_OK);
+	if (sqlite3_step(st) == SQLITE_ROW)
+		busy = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return busy;
+}
+
+static void test_read_snapshot(void **state)
+{
+	struct fixture *f = *state;
+	char sql[160];
+	kp_order o, got, g2;
+	kp_attempt a;
+	kp_journal_read_begin(f->j);
+	kp_journal_read_begin(f->j); /* nests */
+	/* A write inside commits on its own before it returns: another
+	 * connection sees it, and so do the snapshot's later reads. */
+	make_order(f, &o);
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM orders WHERE order_id='%s'", o.order_id);
+	assert_int_equal(raw_int(f->path, sql), 1);
+	assert_int_equal(kp_journal_order_get(f->j, o.order_id, &got), KP_OK);
+	assert_int_equal(got.state, O(PENDING));
+	/* The snapshot holds its read transaction: a truncating checkpoint
+	 * cannot finish while it is open. */
+	assert_int_equal(truncate_busy(f->path), 1);
+	/* A group inside: rolled back, nothing; committed, durable at once. */
+	assert_int_equal(kp_journal_begin(f->j), KP_OK);
+	make_order(f, &g2);
+	kp_journal_rollback(f->j);
+	assert_int_equal(kp_journal_order_get(f->j, g2.order_id, &got), KP_ERR_NOT_FOUND);
+	assert_int_equal(kp_journal_begin(f->j), KP_OK);
+	begin_attempt(f, o.order_id, &a);
+	assert_int_equal(amove(f, a.attempt_id, A(PAYING), A(SUCCEEDED)), KP_OK);
+	assert_int_equal(omove(f, o.order_id, O(PENDING), O(PAID)), KP_OK);
+	assert_int_equal(kp_journal_commit(f->j), KP_OK);
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM orders WHERE order_id='%s' AND state='paid'",
+		 o.order_id);
+	assert_int_equal(raw_int(f->path, sql), 1);
+	/* A refused write changes nothing and the snapshot reads on. */
+	assert_int_equal(omove(f, o.order_id, O(PENDING), O(PAID)), KP_ERR_STATE);
+	assert_int_equal(kp_journal_order_get(f->j, o.order_id, &got), KP_OK);
+	assert_int_equal(got.state, O(PAID));
+	kp_journal_read_end(f->j);
+	assert_int_equal(truncate_busy(f->path), 1); /* the outer level still holds it */
+	kp_journal_read_end(f->j);
+	/* Ended: nothing holds the WAL any more. */
+	assert_int_equal(truncate_busy(f->path), 0);
+	assert_int_equal(kp_journal_order_get(f->j, o.order_id, &got), KP_OK);
+	assert_int_equal(truncate_busy(f->path), 0);
+	kp_journal_read_end(f->j); /* harmless without begin */
+	kp_journal_read_begin(NULL);
+	kp_journal_read_end(NULL);
+}
+
 static void test_failpoints(void **state)
 {
 	struct fixture *f = *state;
@@ -1610,6 +1673,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_readonly, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_second_process_busy, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_nested_transactions, setup_open, teardown),
+		cmocka_unit_test_setup_teardown(test_read_snapshot, setup_open, teardown),
 		cmocka_unit_test_setup_teardown(test_failpoints, setup_open, teardown),
 		cmocka_unit_test_setup_teardown(test_migration_failpoint, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recovery_queries, setup_open, teardown),
