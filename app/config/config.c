@@ -762,9 +762,13 @@ void kp_config_dump(const kp_config *cfg, FILE *f)
 		case K_CURRENCY:
 		case K_CHOICE: {
 			const char *s = cfstr(cfg, d);
-			/* "key = ;x" would read back empty (inih: " ;" starts a comment) */
-			fprintf(f, "%s%s =%s%s\n", *s ? "" : "; ", d->key, *s == ';' ? "" : " ",
-				*s ? s : "(not set)");
+			/* "key = ;x" would read back empty (inih: " ;" starts a comment).
+			 * A value that filled its line as "key=value" must not grow past
+			 * what the reader takes back (INI_MAX_LINE less newline and NUL):
+			 * then it is written without the blanks, which inih ignores. */
+			bool tight = strlen(d->key) + 3 + strlen(s) > INI_MAX_LINE - 2;
+			fprintf(f, "%s%s%s%s%s\n", *s ? "" : "; ", d->key, tight ? "" : " ",
+				tight ? "=" : *s == ';' ? "=" : "= ", *s ? s : "(not set)");
 			break;
 		}
 		case K_DURATION:

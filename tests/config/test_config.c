@@ -626,6 +626,31 @@ static void test_dump_reads_back(void **state)
 	assert_int_equal(load_text(buf, &back, err, sizeof(err)), KP_OK);
 	memset(back.source, 0, sizeof(back.source));
 	assert_memory_equal(&back, &c, sizeof(c));
+	/* A value that fills its line (198 characters, inih's limit) written
+	 * without blanks still reads back: the dump must not make the line
+	 * longer (found by fuzz_config: "server_name =" + 185 bytes). */
+	char text[400], value[200];
+	const char *const forms[] = {"server_name=", "server_name =", "server_name= ", "ca= "};
+	for (size_t i = 0; i < sizeof(forms) / sizeof(forms[0]); i++) {
+		size_t n = 198 - strlen(forms[i]);
+		memset(value, 'h', n);
+		value[n] = '\0';
+		char line[220];
+		snprintf(line, sizeof(line), "%s%s", forms[i], value);
+		assert_int_equal(strlen(line), 198);
+		snprintf(text, sizeof(text), "[host]\n%s\n", line);
+		if (n > KP_CONFIG_STR_MAX) {
+			assert_int_equal(load_text(text, &c, err, sizeof(err)), KP_ERR_CONFIG);
+			assert_non_null(strstr(err, "value too long"));
+			continue;
+		}
+		assert_int_equal(load_text(text, &c, err, sizeof(err)), KP_OK);
+		dump_to_string(&c, buf, sizeof(buf));
+		assert_int_equal(load_text(buf, &back, err, sizeof(err)), KP_OK);
+		memset(back.source, 0, sizeof(back.source));
+		memset(c.source, 0, sizeof(c.source));
+		assert_memory_equal(&back, &c, sizeof(c));
+	}
 }
 
 /* ---- helpers ---- */
