@@ -694,6 +694,7 @@ static kp_err wtx_begin(kp_journal *j, struct wtx *t)
 	if (j->depth == 0) {
 		t->own = true;
 		snapshot_end(j);
+		TRY(heal(j)); /* its ROLLBACK may have failed too: say why */
 		return exec_st(j, ST_BEGIN);
 	}
 	if (sqlite3_get_autocommit(j->db)) {
@@ -768,6 +769,7 @@ kp_err kp_journal_begin(kp_journal *j)
 	kp_err err;
 	if (j->depth == 0) {
 		snapshot_end(j);
+		TRY(heal(j)); /* its ROLLBACK may have failed too: say why */
 		err = exec_st(j, ST_BEGIN);
 	} else if (sqlite3_get_autocommit(j->db)) {
 		set_msg(j, "the group's transaction was rolled back; roll back the group");

@@ -1404,11 +1404,10 @@ int64_t kp_engine_tick(kp_engine *e)
 		e->next_expiry_scan = more_to_expire ? now : now + TICK_MAX_MS;
 	}
 	e->batching = false;
-	if (kp_journal_in_txn(e->d.journal)) {
-		err = kp_journal_commit(e->d.journal);
-	} else {
-		err = KP_ERR_IO; /* SQLite ended it after a statement error */
-	}
+	/* Always the commit, even when SQLite ended the batch after a statement
+	 * error: it ends the level (KP_ERR_IO then). Skipping it left the
+	 * journal one level deep for good, and every later write refused. */
+	err = kp_journal_commit(e->d.journal);
 	if (err != KP_OK) {
 		kp_log_error(e->d.env, "reconciler: batch not committed: %s", kp_strerror(err));
 		e->nheld = 0; /* nothing of it happened */
