@@ -767,8 +767,8 @@ void kp_config_dump(const kp_config *cfg, FILE *f)
 			 * what the reader takes back (INI_MAX_LINE less newline and NUL):
 			 * then it is written without the blanks, which inih ignores. */
 			bool tight = strlen(d->key) + 3 + strlen(s) > INI_MAX_LINE - 2;
-			fprintf(f, "%s%s%s%s%s\n", *s ? "" : "; ", d->key, tight ? "" : " ",
-				tight ? "=" : *s == ';' ? "=" : "= ", *s ? s : "(not set)");
+			const char *sep = tight ? "=" : *s == ';' ? " =" : " = ";
+			fprintf(f, "%s%s%s%s\n", *s ? "" : "; ", d->key, sep, *s ? s : "(not set)");
 			break;
 		}
 		case K_DURATION:
