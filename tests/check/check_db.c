@@ -30,11 +30,16 @@ static const char ledger_schema[] =
 	" host_txn TEXT NOT NULL, amount INTEGER NOT NULL, reason TEXT NOT NULL,"
 	" status TEXT NOT NULL);"
 	"CREATE INDEX temp.ledger_refunds_txn ON ledger_refunds(host_txn);"
-	"CREATE TABLE temp.ledger_tombstones(attempt_id TEXT NOT NULL PRIMARY KEY, device_id TEXT NOT NULL);";
+	"CREATE TABLE temp.ledger_tombstones(attempt_id TEXT NOT NULL PRIMARY KEY, device_id TEXT NOT NULL);"
+	"CREATE TABLE temp.ledger_confirms(device_id TEXT NOT NULL, seq INTEGER NOT NULL,"
+	" attempt_id TEXT NOT NULL, host_txn TEXT NOT NULL, acked INTEGER NOT NULL,"
+	" PRIMARY KEY(device_id, seq));"
+	"CREATE INDEX temp.ledger_confirms_txn ON ledger_confirms(host_txn);";
 
 #define INS_PAYMENT "INSERT INTO temp.ledger_payments VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)"
 #define INS_REFUND "INSERT INTO temp.ledger_refunds VALUES(?1,?2,?3,?4,?5,?6)"
 #define INS_TOMBSTONE "INSERT INTO temp.ledger_tombstones VALUES(?1,?2)"
+#define INS_CONFIRM "INSERT INTO temp.ledger_confirms VALUES(?1,?2,?3,?4,?5)"
 
 static void say(char *why, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
@@ -280,6 +285,18 @@ static kp_err bind_int(sqlite3_stmt *st, int i, const struct rec *r, const char 
 	return sqlite3_bind_int64(st, i, (int64_t)v->valuedouble) == SQLITE_OK ? KP_OK : KP_ERR_NOMEM;
 }
 
+/* Bind the boolean field key of r as 0 or 1. */
+static kp_err bind_bool(sqlite3_stmt *st, int i, const struct rec *r, const char *key)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(r->obj, key);
+	if (!cJSON_IsBool(v)) {
+		say(r->why, r->size, "ledger %s: %s[%d]: \"%s\" is missing or not true/false", r->path,
+		    r->part, r->index, key);
+		return KP_ERR_INVALID;
+	}
+	return sqlite3_bind_int(st, i, cJSON_IsTrue(v)) == SQLITE_OK ? KP_OK : KP_ERR_NOMEM;
+}
+
 /* Step an insert into a work table; a duplicate key becomes KP_ERR_INVALID naming the record. */
 static kp_err insert_step(sqlite3 *db, sqlite3_stmt *st, const char *path, const char *part, int index,
 			  char *why, size_t size)
@@ -333,6 +350,18 @@ static kp_err bind_tombstone(sqlite3_stmt *st, const struct rec *r)
 	kp_err err;
 	if ((err = bind_str(st, 1, r, "attempt_id", false)) != KP_OK ||
 	    (err = bind_str(st, 2, r, "device_id", false)) != KP_OK)
+		return err;
+	return KP_OK;
+}
+
+static kp_err bind_confirm(sqlite3_stmt *st, const struct rec *r)
+{
+	kp_err err;
+	if ((err = bind_str(st, 1, r, "device_id", false)) != KP_OK ||
+	    (err = bind_int(st, 2, r, "seq")) != KP_OK ||
+	    (err = bind_str(st, 3, r, "attempt_id", false)) != KP_OK ||
+	    (err = bind_str(st, 4, r, "host_txn", false)) != KP_OK ||
+	    (err = bind_bool(st, 5, r, "acked")) != KP_OK)
 		return err;
 	return KP_OK;
 }
@@ -408,7 +437,8 @@ kp_err kp_check_db_ledger_json(kp_check_db *db, const char *path, char *why, siz
 	if ((err = load_part(db, root, path, "payments", INS_PAYMENT, bind_payment, why, why_size)) != KP_OK ||
 	    (err = load_part(db, root, path, "refunds", INS_REFUND, bind_refund, why, why_size)) != KP_OK ||
 	    (err = load_part(db, root, path, "tombstones", INS_TOMBSTONE, bind_tombstone, why,
-			     why_size)) != KP_OK)
+			     why_size)) != KP_OK ||
+	    (err = load_part(db, root, path, "confirms", INS_CONFIRM, bind_confirm, why, why_size)) != KP_OK)
 		goto out;
 	if ((err = exec_sql(db->db, "COMMIT", "cannot load ledger", why, why_size)) != KP_OK)
 		goto out;
@@ -488,7 +518,7 @@ kp_err kp_check_db_ledger_sqlite(kp_check_db *db, const char *path, char *why, s
 		err = version == 0 ? KP_ERR_INVALID : KP_ERR_FUTURE_VERSION;
 		goto out;
 	}
-	/* One read transaction on the source, so the three parts agree. */
+	/* One read transaction on the source, so the four parts agree. */
 	if ((err = exec_sql(src, "BEGIN", what, why, why_size)) != KP_OK)
 		goto out;
 	if ((err = exec_sql(db->db, "BEGIN", "cannot load ledger", why, why_size)) != KP_OK)
@@ -500,7 +530,9 @@ kp_err kp_check_db_ledger_sqlite(kp_check_db *db, const char *path, char *why, s
 	    (err = copy_rows(src, "SELECT refund_id, attempt_id, host_txn, amount, reason, status FROM refunds",
 			     db->db, INS_REFUND, path, "refunds", why, why_size)) != KP_OK ||
 	    (err = copy_rows(src, "SELECT attempt_id, device_id FROM tombstones", db->db, INS_TOMBSTONE,
-			     path, "tombstones", why, why_size)) != KP_OK)
+			     path, "tombstones", why, why_size)) != KP_OK ||
+	    (err = copy_rows(src, "SELECT device_id, seq, attempt_id, host_txn, acked FROM confirms", db->db,
+			     INS_CONFIRM, path, "confirms", why, why_size)) != KP_OK)
 		goto out;
 	if ((err = exec_sql(db->db, "COMMIT", "cannot load ledger", why, why_size)) != KP_OK)
 		goto out;
@@ -572,6 +604,7 @@ kp_err kp_check_db_ledger_device(kp_check_db *db, const char *device_id, char *d
 	static const char *const drop[] = {
 		"DELETE FROM temp.ledger_payments WHERE device_id <> ?1",
 		"DELETE FROM temp.ledger_tombstones WHERE device_id <> ?1",
+		"DELETE FROM temp.ledger_confirms WHERE device_id <> ?1",
 		/* A refund belongs to the device of the payment it refunds. */
 		"DELETE FROM temp.ledger_refunds WHERE attempt_id NOT IN (SELECT attempt_id FROM temp.ledger_payments)",
 	};

@@ -54,7 +54,10 @@ static const char *const q_inv2[] = {
 	"  LEFT JOIN temp.ledger_payments p ON p.host_txn = r.host_txn),"
 	" busy AS (SELECT order_id FROM attempts WHERE state IN ('created','paying','canceling','refunding')"
 	"  UNION SELECT order_id FROM jr WHERE state IN ('pending','sent')"
-	"  UNION SELECT order_id FROM hr WHERE pending > 0),"
+	"  UNION SELECT order_id FROM hr WHERE pending > 0"
+	/* a capture whose confirm the host has not had acked: the kiosk may not know it yet */
+	"  UNION SELECT p.order_id FROM temp.ledger_confirms c JOIN temp.ledger_payments p"
+	"  ON p.host_txn = c.host_txn WHERE c.acked = 0),"
 	" person AS (SELECT order_id FROM attempts WHERE state IN ('unresolved','refund_rejected')"
 	"  UNION SELECT order_id FROM jr WHERE state = 'rejected'),"
 	" m AS (SELECT o.order_id, o.state, coalesce(cap.captured, 0) AS captured,"
@@ -74,16 +77,20 @@ static const char *const q_inv2[] = {
 
 /* ---- 3: every capture known to the journal ---- */
 static const char *const q_inv3[] = {
-	"SELECT CASE WHEN a.state IN " LIVE " THEN (CASE WHEN :quiet THEN 'FAIL' ELSE 'WARN' END)"
+	"SELECT CASE WHEN a.state IN " LIVE " OR c.acked = 0 THEN (CASE WHEN :quiet THEN 'FAIL' ELSE 'WARN' END)"
 	"  WHEN a.state = 'unresolved' THEN 'ALARM' ELSE 'FAIL' END,"
 	" printf('capture %s of attempt %s (order %s, %d %s) %s', p.host_txn, p.attempt_id, p.order_id,"
-	"  p.amount, p.currency, CASE WHEN a.attempt_id IS NULL THEN"
-	"   'is unknown to the journal and has no refund'"
+	"  p.amount, p.currency, CASE"
 	"  WHEN a.state IN " LIVE " THEN printf('is not recorded yet: the attempt is %s (not quiet)', a.state)"
+	"  WHEN c.acked = 0 THEN printf('is not recorded yet: the host''s confirm %d to %s is not acked (not quiet)',"
+	"   c.seq, c.device_id)"
+	"  WHEN a.attempt_id IS NULL THEN 'is unknown to the journal and has no refund' ||"
+	"   CASE WHEN c.acked = 1 THEN printf(', yet the kiosk acked its confirm %d', c.seq) ELSE '' END"
 	"  WHEN a.state = 'unresolved' THEN 'is unresolved in the journal (needs a person)'"
 	"  ELSE printf('is lost: the journal attempt is %s with host_txn ''%s'' and no refund', a.state,"
 	"   a.host_txn) END)"
 	" FROM temp.ledger_payments p LEFT JOIN attempts a ON a.attempt_id = p.attempt_id"
+	" LEFT JOIN temp.ledger_confirms c ON c.host_txn = p.host_txn"
 	" WHERE p.status = 'succeeded'"
 	"  AND NOT coalesce(a.host_txn = p.host_txn AND a.state IN " CAPTURE_KNOWN ", 0)"
 	"  AND NOT EXISTS (SELECT 1 FROM refunds r WHERE r.host_txn = p.host_txn)"
@@ -150,6 +157,9 @@ static const char *const q_inv5[] = {
 	"SELECT 'ALARM', printf('refund %s of capture %s (%s, %d) was rejected by the host: needs a person',"
 	" refund_id, host_txn, reason, amount) FROM refunds WHERE state = 'rejected' ORDER BY refund_id",
 
+	"SELECT 'FAIL', printf('the host''s confirm %d to %s (attempt %s, capture %s) is not acked', seq,"
+	" device_id, attempt_id, host_txn) FROM temp.ledger_confirms WHERE acked = 0 ORDER BY device_id, seq",
+
 	"SELECT 'WARN', printf('the host still has attempt %s pending; the journal says %s', p.attempt_id,"
 	" coalesce(a.state, 'nothing')) FROM temp.ledger_payments p LEFT JOIN attempts a ON a.attempt_id = p.attempt_id"
 	" WHERE p.status = 'pending' AND coalesce(a.state, '') NOT IN " LIVE " ORDER BY p.attempt_id",
@@ -214,7 +224,8 @@ static const struct invariant invariants[KP_CHECK_INVARIANTS] = {
 	 "SELECT (SELECT count(*) FROM temp.ledger_payments) + (SELECT count(*) FROM temp.ledger_refunds) + "
 	 "(SELECT count(*) FROM temp.ledger_tombstones)", "ids at the host", NEEDS_LEDGER, q_inv4},
 	{5, "nothing in limbo after quiescence",
-	 "SELECT (SELECT count(*) FROM attempts) + (SELECT count(*) FROM refunds)", "attempts and refunds",
+	 "SELECT (SELECT count(*) FROM attempts) + (SELECT count(*) FROM refunds) + "
+	 "(SELECT count(*) FROM temp.ledger_confirms)", "attempts, refunds and host confirms",
 	 NEEDS_QUIET, q_inv5},
 	{6, "integrity_check ok and foreign keys hold", "SELECT page_count FROM main.pragma_page_count",
 	 "pages", NEEDS_NONE, q_inv6},

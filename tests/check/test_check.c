@@ -101,6 +101,11 @@ static const char base_journal[] =
 	"INSERT INTO refunds(refund_id,attempt_id,host_txn,amount,reason,status,created_at,"    \
 	"updated_at) VALUES('" id "','" att "','" txn "'," amt ",'" reason "','" st "',3,4);"
 
+/* A confirm the host queued for a capture; acked is 0 or 1. */
+#define HCONF(seq, att, txn, amt, acked)                                                         \
+	"INSERT INTO confirms(device_id,seq,attempt_id,host_txn,status,amount,currency,at,acked,"  \
+	"acked_at) VALUES('kiosk-1'," seq ",'" att "','" txn "','succeeded'," amt ",'EUR',5," acked "," acked ");"
+
 static const char base_ledger[] =
 	PAY("a1", "o1", "500", "card", "succeeded", "'t1'", "kiosk")
 	PAY("a2", "o2", "300", "qr", "succeeded", "'t2'", "kiosk")
@@ -148,7 +153,7 @@ static const struct kase cases[] = {
 	{"clean, journal only", "", "", NO_LEDGER, "", 0, "", "SKIP inv2 money conserved per order"},
 	{"clean, in flight but not asked to be quiet", O6_PAYING,
 	 PAY("a10", "o6", "150", "card", "pending", "NULL", "kiosk"), 0, "", 0, "",
-	 "SKIP inv5 nothing in limbo after quiescence (10 attempts and refunds): not asked (1 in flight"},
+	 "SKIP inv5 nothing in limbo after quiescence (10 attempts, refunds and host confirms): not asked (1 in flight"},
 
 	/* 1 */
 	{"inv1: two kept successes for one order",
@@ -191,6 +196,22 @@ static const struct kase cases[] = {
 	{"inv3: orphan capture the journal never heard of", "",
 	 PAY("x10", "o10", "600", "card", "succeeded", "'t10'", "orphan"), 0, "", 1, "3",
 	 "  inv3: capture t10 of attempt x10 (order o10, 600 EUR) is unknown to the journal and has no refund"},
+	{"inv3: orphan capture whose confirm is not acked yet is a warning", "",
+	 PAY("x10", "o10", "600", "card", "succeeded", "'t10'", "orphan") HCONF("7", "x10", "t10", "600", "0"),
+	 0, "", 0, "",
+	 "WARN inv3: capture t10 of attempt x10 (order o10, 600 EUR) is not recorded yet: the host's confirm 7 "
+	 "to kiosk-1 is not acked (not quiet)"},
+	{"inv3+5: orphan confirm not acked, quiet expected", "",
+	 PAY("x10", "o10", "600", "card", "succeeded", "'t10'", "orphan") HCONF("7", "x10", "t10", "600", "0"),
+	 QUIET, "", 1, "35", "  inv5: the host's confirm 7 to kiosk-1 (attempt x10, capture t10) is not acked"},
+	{"inv3: orphan capture acked by the kiosk but not in the journal", "",
+	 PAY("x10", "o10", "600", "card", "succeeded", "'t10'", "orphan") HCONF("7", "x10", "t10", "600", "1"),
+	 QUIET, "", 1, "3",
+	 "  inv3: capture t10 of attempt x10 (order o10, 600 EUR) is unknown to the journal and has no refund, "
+	 "yet the kiosk acked its confirm 7"},
+	{"inv2: a second capture whose confirm is not acked yet is a warning", "",
+	 PAY("x11", "o4", "250", "qr", "succeeded", "'t11'", "orphan") HCONF("7", "x11", "t11", "250", "0"),
+	 0, "", 0, "", "WARN inv2: order o4 captured 500 refunded 0 expected 250 (paid): not quiet"},
 	{"inv3: capture of an attempt the journal says canceled", "",
 	 "UPDATE payments SET status = 'succeeded', host_txn = 't3' WHERE attempt_id = 'a3';", 0, "", 1, "23",
 	 "  inv3: capture t3 of attempt a3 (order o3, 200 EUR) is lost: the journal attempt is canceled"},

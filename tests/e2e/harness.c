@@ -322,11 +322,11 @@ bool w_wait(bool (*fn)(kp_world *w, void *arg), kp_world *w, void *arg, int time
 	return false;
 }
 
-int64_t w_sql_int(kp_world *w, const char *sql)
+static int64_t sql_int_at(const char *path, const char *sql)
 {
 	sqlite3 *db = NULL;
 	int64_t v = -1;
-	if (sqlite3_open_v2(w->journal, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
+	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
 		sqlite3_busy_timeout(db, 2000);
 		sqlite3_stmt *st = NULL;
 		if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
@@ -337,6 +337,16 @@ int64_t w_sql_int(kp_world *w, const char *sql)
 	}
 	sqlite3_close(db);
 	return v;
+}
+
+int64_t w_sql_int(kp_world *w, const char *sql)
+{
+	return sql_int_at(w->journal, sql);
+}
+
+int64_t w_ledger_int(kp_world *w, const char *sql)
+{
+	return sql_int_at(w->ledger, sql);
 }
 
 int w_journal_check(kp_world *w)

@@ -65,6 +65,8 @@ bool w_wait(bool (*fn)(kp_world *w, void *arg), kp_world *w, void *arg, int time
 /* SQL on the journal file (read-only, sqlite3 C API): the first column of the
  * first row as integer, or -1. */
 int64_t w_sql_int(kp_world *w, const char *sql);
+/* The same on the host simulator's ledger file. */
+int64_t w_ledger_int(kp_world *w, const char *sql);
 /* kioskctl journal check on the journal; its exit code. */
 int w_journal_check(kp_world *w);
 
