@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "count_vfs.h"
+#include "crashvfs.h"
 #include "engine.h"
 #include "journal.h"
 #include "kp_failpoint.h"
@@ -189,17 +190,17 @@ static void confirm(struct fixture *f, int64_t seq, const char *attempt_id, cons
 
 /* ---------- fixture ---------- */
 
-static int setup(void **state)
+/* A fixture whose journal goes through the VFS named vfs_name. */
+static struct fixture *fixture_open(const char *vfs_name)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
+	assert_non_null(f);
 	snprintf(f->dir, sizeof(f->dir), "/tmp/kp-engine-XXXXXX");
 	assert_non_null(mkdtemp(f->dir));
 	snprintf(f->path, sizeof(f->path), "%s/journal.db", f->dir);
 	kp_env_init_fake(&f->env, &f->world, 7, T0);
 	f->world.quiet = true;
-	/* Through the counting VFS (changes nothing else): tests can count fsyncs. */
-	assert_int_equal(kp_count_vfs_register(), KP_OK);
-	kp_journal_opts jo = {.vfs_name = KP_COUNT_VFS_NAME};
+	kp_journal_opts jo = {.vfs_name = vfs_name};
 	assert_int_equal(kp_journal_open_ex(&f->j, f->path, 0, &f->env, &jo), KP_OK);
 	kp_engine_config_defaults(&f->cfg);
 	f->host.up = true;
@@ -208,7 +209,14 @@ static int setup(void **state)
 			    .on_change = on_change, .on_change_arg = &f->host};
 	assert_int_equal(kp_engine_new(&f->e, &f->cfg, &d), KP_OK);
 	f->host.e = f->e;
-	*state = f;
+	return f;
+}
+
+static int setup(void **state)
+{
+	/* Through the counting VFS (changes nothing else): tests can count fsyncs. */
+	assert_int_equal(kp_count_vfs_register(), KP_OK);
+	*state = fixture_open(KP_COUNT_VFS_NAME);
 	return 0;
 }
 
@@ -768,6 +776,89 @@ static void test_failing_journal_no_busy_loop(void **state)
 	assert_int_equal(live.state, KP_ATTEMPT_CANCELING);
 }
 
+/* Another connection (kioskctl, say) commits an order: this connection's page
+ * cache is stale, so its next transaction reads pages from the files. */
+static void other_connection_writes(struct fixture *f)
+{
+	kp_journal *j2 = NULL;
+	kp_order o;
+	bool dup = true;
+	assert_int_equal(kp_journal_open(&j2, f->path, 0, &f->env), KP_OK);
+	kp_order_new req = {.order_id = "0195f0a0-0000-7000-8000-00000000beef", .dedup_key = "other-1",
+			    .amount = 90, .currency = "EUR", .now = kp_now_wall(&f->env),
+			    .expires_at = kp_now_wall(&f->env) + 300000};
+	assert_int_equal(kp_journal_order_create(j2, &req, &o, &dup), KP_OK);
+	kp_journal_close(j2);
+}
+
+/* An I/O error inside a tick (the Nth xWrite / xSync / xRead from the tick's
+ * start fails, and every one after it until the tick returns), for N = 1, 2,
+ * ... until the tick runs clean. The tick applies a confirm that pays the order;
+ * another connection wrote just before, so the tick also reads from the files
+ * (a read error in a statement makes SQLite roll the whole transaction back).
+ * Each time: nothing of the batch is told (no ack) unless it is committed; the
+ * journal is left at no transaction level and takes the next write (SQLite may
+ * have ended the transaction itself: the tick must still close its level);
+ * the host's redelivery of the confirm then pays the order and is acked. */
+static void test_io_error_inside_tick(void **state)
+{
+	(void)state;
+	static const struct {
+		kp_crashvfs_op op;
+		const char *name;
+	} ops[] = {{KP_CVFS_WRITE, "write"}, {KP_CVFS_SYNC, "sync"}, {KP_CVFS_READ, "read"}};
+	kp_crashvfs_config cc;
+	kp_crashvfs_config_init(&cc);
+	cc.real_sync = true; /* no crash here: the files must stay as they are */
+	for (size_t k = 0; k < sizeof(ops) / sizeof(ops[0]); k++) {
+		int failed_ticks = 0;
+		for (uint64_t n = 1;; n++) {
+			assert_true(n < 500); /* a tick does a few dozen I/O calls */
+			assert_int_equal(kp_crashvfs_register(&cc, false), KP_OK);
+			struct fixture *f = fixture_open(KP_CRASHVFS_NAME);
+			kp_order o, o2;
+			kp_attempt a;
+			make_order(f, "io-1", 300, &o);
+			pay_pending(f, o.order_id, "card", &a);
+			confirm_arrives(f, 1, a.attempt_id, "txn-io-1", "succeeded", 300);
+
+			other_connection_writes(f);
+			kp_crashvfs_ioerr_arm(ops[k].op, n, true);
+			(void)kp_engine_tick(f->e);
+			uint64_t fired = kp_crashvfs_ioerr_fired();
+			kp_crashvfs_ioerr_arm(ops[k].op, 0, false);
+
+			bool paid = order_state(f, o.order_id) == KP_ORDER_PAID;
+			if (fired == 0) { /* the tick did fewer than n calls of op: done */
+				assert_true(paid);
+				assert_int_equal(f->host.nack, 1);
+			} else {
+				failed_ticks += !paid;
+				/* Told only what is committed: an ack means the order is paid. */
+				assert_true(f->host.nack == 0 || paid);
+				assert_false(kp_journal_in_txn(f->j));
+				/* The journal takes writes again, at once. */
+				make_order(f, "io-2", 120, &o2);
+				/* The host redelivers the unacked confirm (or a duplicate). */
+				confirm(f, 1, a.attempt_id, "txn-io-1", "succeeded", 300);
+				assert_int_equal(order_state(f, o.order_id), KP_ORDER_PAID);
+				assert_int_equal(attempt_state(f, a.attempt_id), KP_ATTEMPT_SUCCEEDED);
+				assert_true(f->host.nack >= 1);
+				assert_int_equal(f->host.acks[f->host.nack - 1], 1);
+			}
+			void *st = f;
+			assert_int_equal(teardown(&st), 0);
+			kp_crashvfs_unregister();
+			if (fired == 0) {
+				fprintf(stderr, "ioerr-%s: %d of %llu failing calls cost the tick its batch\n", ops[k].name,
+					failed_ticks, (unsigned long long)(n - 1));
+				break;
+			}
+		}
+		assert_true(failed_ticks > 0); /* the fault really reached the batch */
+	}
+}
+
 static int count_attempts(struct fixture *f, const kp_attempt *a, int n, kp_attempt_state st, int tries)
 {
 	int k = 0;
@@ -899,6 +990,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_power_cut_policy_on_recover, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cancel_order_then_late_success, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_vend_failure_after_many_attempts, setup, teardown),
+		cmocka_unit_test(test_io_error_inside_tick),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
