@@ -690,11 +690,11 @@ static kp_err wtx_begin(kp_journal *j, struct wtx *t)
 		set_msg(j, "journal %s is open read-only", j->path);
 		return KP_ERR_READONLY;
 	}
+	/* A snapshot lives only at depth 0; its end may leave a ROLLBACK to heal. */
+	snapshot_end(j);
 	TRY(heal(j));
 	if (j->depth == 0) {
 		t->own = true;
-		snapshot_end(j);
-		TRY(heal(j)); /* its ROLLBACK may have failed too: say why */
 		return exec_st(j, ST_BEGIN);
 	}
 	if (sqlite3_get_autocommit(j->db)) {
@@ -765,11 +765,10 @@ kp_err kp_journal_begin(kp_journal *j)
 		set_msg(j, "journal %s is open read-only", j->path);
 		return KP_ERR_READONLY;
 	}
+	snapshot_end(j); /* as in wtx_begin */
 	TRY(heal(j));
 	kp_err err;
 	if (j->depth == 0) {
-		snapshot_end(j);
-		TRY(heal(j)); /* its ROLLBACK may have failed too: say why */
 		err = exec_st(j, ST_BEGIN);
 	} else if (sqlite3_get_autocommit(j->db)) {
 		set_msg(j, "the group's transaction was rolled back; roll back the group");
