@@ -40,7 +40,7 @@ enum {
 
 #define ORDER_COLS "order_id,dedup_key,amount,currency,items,state,created_at,expires_at,updated_at"
 #define ATTEMPT_COLS \
-	"attempt_id,order_id,channel,amount,state,host_txn,qr,created_at,updated_at,next_check_at,tries"
+	"attempt_id,order_id,channel,amount,state,host_txn,created_at,updated_at,next_check_at,tries"
 #define CONF_COLS "host_txn,seq,attempt_id,status,amount,currency,at,received_at"
 #define REFUND_COLS \
 	"refund_id,order_id,attempt_id,host_txn,amount,reason,state,created_at,updated_at," \
@@ -103,9 +103,9 @@ static const char *const sql_text[ST__COUNT] = {
 	[ST_ATTEMPT_LIVE] = "SELECT " ATTEMPT_COLS " FROM attempts WHERE order_id=?1 AND " KP_SCHEMA_LIVE("state"),
 	[ST_ATTEMPT_KEPT] = "SELECT " ATTEMPT_COLS " FROM attempts WHERE order_id=?1 AND state = 'succeeded'",
 	[ST_ATTEMPT_ADD] = "INSERT INTO attempts(" ATTEMPT_COLS ") "
-			   "VALUES(?1,?2,?3,?4,'paying','','',?5,?5,?6,0)",
-	[ST_ATTEMPT_SET] = "UPDATE attempts SET state=?2, host_txn=?3, qr=?4, updated_at=?5, "
-			   "next_check_at=?6, tries=?7 WHERE attempt_id=?1",
+			   "VALUES(?1,?2,?3,?4,'paying','',?5,?5,?6,0)",
+	[ST_ATTEMPT_SET] = "UPDATE attempts SET state=?2, host_txn=?3, updated_at=?4, "
+			   "next_check_at=?5, tries=?6 WHERE attempt_id=?1",
 	[ST_ATTEMPTS_OF_ORDER] = "SELECT " ATTEMPT_COLS " FROM attempts WHERE order_id=?1 "
 				 "ORDER BY created_at, attempt_id LIMIT ?2",
 	[ST_CONF_GET] = "SELECT " CONF_COLS " FROM confirmations WHERE host_txn=?1",
@@ -363,11 +363,10 @@ static kp_err row_attempt(sqlite3_stmt *st, void *rec)
 	if (kp_attempt_state_parse(state, &a->state) != KP_OK)
 		return KP_ERR_CORRUPT;
 	TRY(col_text(st, 5, a->host_txn, sizeof(a->host_txn)));
-	TRY(col_text(st, 6, a->qr, sizeof(a->qr)));
-	a->created_at = sqlite3_column_int64(st, 7);
-	a->updated_at = sqlite3_column_int64(st, 8);
-	a->next_check_at = sqlite3_column_int64(st, 9);
-	a->tries = sqlite3_column_int64(st, 10);
+	a->created_at = sqlite3_column_int64(st, 6);
+	a->updated_at = sqlite3_column_int64(st, 7);
+	a->next_check_at = sqlite3_column_int64(st, 8);
+	a->tries = sqlite3_column_int64(st, 9);
 	return KP_OK;
 }
 
@@ -1493,8 +1492,8 @@ kp_err kp_journal_attempt_move(kp_journal *j, const char *attempt_id, const kp_a
 	if (!j || !m || !id_ok(attempt_id) || (unsigned)m->from >= KP_ATTEMPT__COUNT ||
 	    (unsigned)m->to >= KP_ATTEMPT__COUNT)
 		return KP_ERR_INVALID;
-	if ((m->host_txn && !id_ok(m->host_txn)) || !text_fits(m->qr, KP_QR_SIZE)) {
-		set_msg(j, "attempt %s: bad host_txn or qr", attempt_id);
+	if (m->host_txn && !id_ok(m->host_txn)) {
+		set_msg(j, "attempt %s: bad host_txn", attempt_id);
 		return KP_ERR_INVALID;
 	}
 	bool reschedule = m->from == m->to;
@@ -1528,8 +1527,8 @@ kp_err kp_journal_attempt_move(kp_journal *j, const char *attempt_id, const kp_a
 		int64_t next = kp_attempt_state_final(m->to) ? 0 : m->next_check_at;
 		int rc = bind_text(st, 1, attempt_id) | bind_text(st, 2, kp_attempt_state_str(m->to)) |
 			 bind_text(st, 3, m->host_txn ? m->host_txn : a.host_txn) |
-			 bind_text(st, 4, m->qr ? m->qr : a.qr) | bind_i64(st, 5, m->now) |
-			 bind_i64(st, 6, next) | bind_i64(st, 7, a.tries + (m->count_try ? 1 : 0));
+			 bind_i64(st, 4, m->now) | bind_i64(st, 5, next) |
+			 bind_i64(st, 6, a.tries + (m->count_try ? 1 : 0));
 		if (rc != SQLITE_OK) {
 			done(st);
 			err = bind_failed(j, rc);

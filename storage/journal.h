@@ -16,14 +16,13 @@
 
 typedef struct kp_journal kp_journal;
 
-#define KP_JOURNAL_SCHEMA_VERSION 3
+#define KP_JOURNAL_SCHEMA_VERSION 4
 
 /* Text sizes, NUL included. Ids follow the host protocol: 1..64 of [A-Za-z0-9_-]. */
 #define KP_ID_SIZE 65
 #define KP_CURRENCY_SIZE 4
 #define KP_CHANNEL_SIZE 17
 #define KP_ITEMS_MAX 1024
-#define KP_QR_SIZE 512
 #define KP_CAUSE_SIZE 128
 
 typedef struct kp_order {
@@ -45,7 +44,6 @@ typedef struct kp_attempt {
 	int64_t amount;
 	kp_attempt_state state;
 	char host_txn[KP_ID_SIZE];       /* "" until the host names one */
-	char qr[KP_QR_SIZE];             /* "" if the host gave none */
 	int64_t created_at;
 	int64_t updated_at;
 	int64_t next_check_at;           /* wall ms; 0 = nothing scheduled (final) */
@@ -204,7 +202,6 @@ typedef struct kp_attempt_move {
 	kp_attempt_state from;
 	kp_attempt_state to;
 	const char *host_txn;   /* NULL: keep; else set (only if empty or equal) */
-	const char *qr;         /* NULL: keep */
 	int64_t now;
 	int64_t next_check_at;  /* 0 when `to` is final */
 	bool count_try;         /* tries += 1 */
@@ -212,7 +209,7 @@ typedef struct kp_attempt_move {
 } kp_attempt_move;
 
 /* Move an attempt through its state machine. from == to is allowed only for
- * non-final states and is a reschedule (next_check_at, tries, qr) without an
+ * non-final states and is a reschedule (next_check_at, tries) without an
  * event. Illegal move: KP_ERR_ILLEGAL_MOVE; not in `from`: KP_ERR_STATE. */
 kp_err kp_journal_attempt_move(kp_journal *j, const char *attempt_id, const kp_attempt_move *m) KP_MUST_USE;
 /* Up to cap attempts of an order, oldest first; *n set to how many. */

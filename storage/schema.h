@@ -4,7 +4,7 @@
 #ifndef KP_SCHEMA_H
 #define KP_SCHEMA_H
 
-#define KP_SCHEMA_LATEST 3
+#define KP_SCHEMA_LATEST 4
 /* PRAGMA application_id of a kioskpay journal: "KPJL". */
 #define KP_SCHEMA_APP_ID 0x4B504A4C
 /* What the per-order triggers of schema 3 answer (SQLite's error message). */

@@ -30,6 +30,7 @@ struct pay_req {
 	bool done;
 	kp_err err;
 	kp_attempt attempt;
+	char qr[KP_QR_SIZE];     /* the host's QR for it, "" if none */
 	char order_id[KP_ID_SIZE];
 };
 
@@ -245,7 +246,10 @@ static void answer_order(struct req *rq, const char *order_id, int code)
 		respond_error(rq, 0, err, kp_strerror(err));
 		goto out;
 	}
-	respond_json(rq, code, kp_api_json_order(&o, att, na, ref, nr));
+	const char *qrs[ORDER_CHILDREN_MAX];
+	for (size_t i = 0; i < na; i++)
+		qrs[i] = kp_engine_qr(api->engine, &att[i]);
+	respond_json(rq, code, kp_api_json_order(&o, att, qrs, na, ref, nr));
 out:
 	free(att);
 	free(ref);
@@ -402,7 +406,7 @@ out:
 	free(b);
 }
 
-static void on_pay_done(void *arg, kp_err err, const kp_attempt *attempt)
+static void on_pay_done(void *arg, kp_err err, const kp_attempt *attempt, const char *qr)
 {
 	struct pay_req *p = arg;
 	if (!p->api) {
@@ -411,9 +415,10 @@ static void on_pay_done(void *arg, kp_err err, const kp_attempt *attempt)
 	}
 	p->done = true;
 	p->err = err;
-	if (attempt)
+	if (attempt) {
 		p->attempt = *attempt;
-	else if (err == KP_OK)
+		snprintf(p->qr, sizeof(p->qr), "%s", qr ? qr : "");
+	} else if (err == KP_OK)
 		p->err = KP_ERR_INTERNAL;
 	coap_async_trigger(p->async);
 }
@@ -448,7 +453,7 @@ static void order_pay(struct req *rq, const char *order_id)
 			return;
 		}
 		if (p->err == KP_OK) {
-			respond_json(rq, 201, kp_api_json_attempt(&p->attempt));
+			respond_json(rq, 201, kp_api_json_attempt(&p->attempt, p->qr));
 		} else {
 			snprintf(why, sizeof(why), "order %s: %s", p->order_id, kp_strerror(p->err));
 			respond_error(rq, 0, p->err, why);

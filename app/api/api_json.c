@@ -327,13 +327,13 @@ cJSON *kp_api_json_created(const kp_order *ord, bool duplicated)
 	return NULL;
 }
 
-cJSON *kp_api_json_attempt(const kp_attempt *a)
+cJSON *kp_api_json_attempt(const kp_attempt *a, const char *qr)
 {
 	cJSON *o = cJSON_CreateObject();
 	if (o && add_str(o, "attempt_id", a->attempt_id) && add_str(o, "order_id", a->order_id) &&
 	    add_str(o, "channel", a->channel) && add_str(o, "status", kp_attempt_state_str(a->state)) &&
 	    add_int(o, "amount", a->amount) && add_opt_str(o, "host_txn", a->host_txn) &&
-	    add_opt_str(o, "qr", a->qr) && add_int(o, "created_at", a->created_at) &&
+	    add_opt_str(o, "qr", qr ? qr : "") && add_int(o, "created_at", a->created_at) &&
 	    add_int(o, "updated_at", a->updated_at))
 		return o;
 	cJSON_Delete(o);
@@ -368,8 +368,8 @@ static bool add_items(cJSON *o, const char *items)
 	return true;
 }
 
-cJSON *kp_api_json_order(const kp_order *ord, const kp_attempt *attempts, size_t n_attempts,
-			 const kp_refund *refunds, size_t n_refunds)
+cJSON *kp_api_json_order(const kp_order *ord, const kp_attempt *attempts, const char *const *qrs,
+			 size_t n_attempts, const kp_refund *refunds, size_t n_refunds)
 {
 	cJSON *o = cJSON_CreateObject();
 	cJSON *arr;
@@ -385,7 +385,7 @@ cJSON *kp_api_json_order(const kp_order *ord, const kp_attempt *attempts, size_t
 	if (!arr)
 		goto fail;
 	for (size_t i = 0; i < n_attempts; i++) {
-		cJSON *a = kp_api_json_attempt(&attempts[i]);
+		cJSON *a = kp_api_json_attempt(&attempts[i], qrs ? qrs[i] : NULL);
 		if (!a || !cJSON_AddItemToArray(arr, a)) {
 			cJSON_Delete(a);
 			goto fail;

@@ -64,15 +64,17 @@ cJSON *kp_api_json_error(kp_err err, const char *message);
 cJSON *kp_api_json_created(const kp_order *o, bool duplicated);
 
 /* One attempt: {"attempt_id","order_id","channel","status","amount",
- * "host_txn"?,"qr"?,"created_at","updated_at"}; host_txn and qr only when set. */
-cJSON *kp_api_json_attempt(const kp_attempt *a);
+ * "host_txn"?,"qr"?,"created_at","updated_at"}; host_txn only when set, qr
+ * only when given (the engine's kp_engine_qr: the host's, not journaled). */
+cJSON *kp_api_json_attempt(const kp_attempt *a, const char *qr);
 
 /* One refund: {"refund_id","attempt_id","reason","status","amount","created_at","updated_at"}. */
 cJSON *kp_api_json_refund(const kp_refund *r);
 
-/* The whole order with its attempts (oldest first) and refunds. */
-cJSON *kp_api_json_order(const kp_order *o, const kp_attempt *attempts, size_t n_attempts,
-			 const kp_refund *refunds, size_t n_refunds);
+/* The whole order with its attempts (oldest first) and refunds; qrs[i] is
+ * attempt i's QR or NULL (qrs itself may be NULL: none). */
+cJSON *kp_api_json_order(const kp_order *o, const kp_attempt *attempts, const char *const *qrs,
+			 size_t n_attempts, const kp_refund *refunds, size_t n_refunds);
 
 /* GET /events answer: {"events":[{"seq","at","kind","id","from"?,"to","cause"}],"next"}. */
 cJSON *kp_api_json_events(const kp_event *events, size_t n, int64_t next);

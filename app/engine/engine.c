@@ -64,6 +64,13 @@ struct queued {
 	kp_host_msg msg;
 };
 
+/* A QR code the host gave (kp_engine_qr). */
+struct qr_slot {
+	char attempt_id[KP_ID_SIZE];
+	char qr[KP_QR_SIZE];
+	uint64_t stored;         /* kp_engine.qr_clock when stored; 0 = empty */
+};
+
 struct kp_engine {
 	kp_engine_config cfg;
 	kp_engine_deps d;
@@ -85,6 +92,8 @@ struct kp_engine {
 	int64_t next_expiry_scan;
 	size_t expiry_seen;      /* orders the current scan handed over */
 	size_t due_seen;         /* attempts this tick's due walk handed over */
+	struct qr_slot qrs[KP_ENGINE_QRS]; /* the newest QR codes, by attempt */
+	uint64_t qr_clock;
 };
 
 /* ---------- small helpers ---------- */
@@ -163,6 +172,39 @@ static void notify(kp_engine *e, const char *order_id)
 		return;
 	}
 	e->d.on_change(e->d.on_change_arg, order_id);
+}
+
+/* Keep the host's QR for an attempt, in place of the oldest one kept; true
+ * if it is new or changed (then observers are worth telling). */
+static bool qr_keep(kp_engine *e, const char *attempt_id, const char *qr)
+{
+	struct qr_slot *slot = NULL, *oldest = &e->qrs[0];
+	for (size_t i = 0; i < KP_ENGINE_QRS && !slot; i++) {
+		struct qr_slot *s = &e->qrs[i];
+		if (s->stored && strcmp(s->attempt_id, attempt_id) == 0)
+			slot = s;
+		else if (s->stored < oldest->stored)
+			oldest = s;
+	}
+	if (slot && strcmp(slot->qr, qr) == 0)
+		return false;
+	if (!slot) {
+		slot = oldest;
+		copy_id(slot->attempt_id, sizeof(slot->attempt_id), attempt_id);
+	}
+	snprintf(slot->qr, sizeof(slot->qr), "%s", qr);
+	slot->stored = ++e->qr_clock;
+	return true;
+}
+
+const char *kp_engine_qr(const kp_engine *e, const kp_attempt *a)
+{
+	if (!e || !a || a->state != KP_ATTEMPT_PAYING)
+		return NULL;
+	for (size_t i = 0; i < KP_ENGINE_QRS; i++)
+		if (e->qrs[i].stored && strcmp(e->qrs[i].attempt_id, a->attempt_id) == 0)
+			return e->qrs[i].qr;
+	return NULL;
 }
 
 static bool host_up(const kp_engine *e)
@@ -303,7 +345,7 @@ static void pay_flush(kp_engine *e)
 		kp_err err = op->result;
 		if (err == KP_OK && op->attempt_id[0])
 			err = kp_journal_attempt_get(e->d.journal, op->attempt_id, &a);
-		op->done(op->arg, err, err == KP_OK ? &a : NULL);
+		op->done(op->arg, err, err == KP_OK ? &a : NULL, err == KP_OK ? kp_engine_qr(e, &a) : NULL);
 		free(op);
 	}
 }
@@ -340,13 +382,17 @@ static void pay_start_attempt(kp_engine *e, struct pay_op *op)
 		return;
 	}
 	int64_t now = now_wall(e);
+	/* The first query is due query_every after the begin, committed with it:
+	 * the create_payment reply then writes nothing (its QR is kept in memory). */
+	int64_t first_check = e->cfg.query_every_ms < e->cfg.request_timeout_ms ? e->cfg.query_every_ms
+										  : e->cfg.request_timeout_ms;
 	kp_attempt_new req = {
 		.attempt_id = id.s,
 		.order_id = op->order_id,
 		.channel = op->channel,
 		.amount = o.amount,
 		.now = now,
-		.next_check_at = now + e->cfg.request_timeout_ms,
+		.next_check_at = now + first_check,
 	};
 	kp_attempt a;
 	err = kp_journal_attempt_begin(e->d.journal, &req, &a);
@@ -597,14 +643,19 @@ static void apply_payment(kp_engine *e, const char *attempt_id, const kp_host_ms
 	} else if (strcmp(p->status, "pending") == 0) {
 		if (!kp_attempt_state_live(a.state))
 			return;
-		if (a.state == KP_ATTEMPT_PAYING && (!p->qr[0] || strcmp(p->qr, a.qr) == 0) &&
-		    a.next_check_at > now)
-			return; /* nothing new, and its next check is scheduled: no write, no fsync */
+		/* The QR is kept in memory only (kp_engine_qr): a customer scans it
+		 * now, and a restart asks the host again. */
+		bool qr_new = p->qr[0] && a.state != KP_ATTEMPT_CANCELING && qr_keep(e, a.attempt_id, p->qr);
+		if (a.state == KP_ATTEMPT_PAYING && a.next_check_at > now) {
+			/* The create_payment reply of a sale: its state and next check
+			 * were committed before the host heard of it. No write, no fsync. */
+			if (qr_new)
+				notify(e, a.order_id);
+			return;
+		}
 		if (a.state == KP_ATTEMPT_CREATED) {
 			m.to = KP_ATTEMPT_PAYING;
 		}
-		if (p->qr[0])
-			m.qr = p->qr;
 		/* Paying: next query in query_every; canceling: keep canceling with backoff. */
 		m.next_check_at = now + (a.state == KP_ATTEMPT_CANCELING
 			? backoff(e->cfg.query_backoff_min_ms, e->cfg.query_backoff_max_ms, a.tries)

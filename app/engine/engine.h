@@ -86,10 +86,11 @@ typedef struct kp_order_req {
 kp_err kp_engine_order_create(kp_engine *e, const kp_order_req *req, kp_order *out, bool *duplicated,
 			      char *why, size_t why_cap) KP_MUST_USE;
 
-/* Result of a pay request: err KP_OK with the attempt as committed, or the
- * error (KP_ERR_STATE: order already paid / not payable; KP_ERR_BUSY: the
- * previous attempt is still being canceled; KP_ERR_DISCONNECTED ...). */
-typedef void (*kp_pay_done_fn)(void *arg, kp_err err, const kp_attempt *attempt);
+/* Result of a pay request: err KP_OK with the attempt as committed and the
+ * host's QR code for it (kp_engine_qr; NULL if none), or the error
+ * (KP_ERR_STATE: order already paid / not payable; KP_ERR_BUSY: the previous
+ * attempt is still being canceled; KP_ERR_DISCONNECTED ...). */
+typedef void (*kp_pay_done_fn)(void *arg, kp_err err, const kp_attempt *attempt, const char *qr);
 
 /* Start paying an order on a channel. Checks at once: order exists
  * (KP_ERR_NOT_FOUND), is pending (KP_ERR_STATE), the pay deadline
@@ -101,6 +102,19 @@ typedef void (*kp_pay_done_fn)(void *arg, kp_err err, const kp_attempt *attempt)
  * on another channel is canceled at the host first. */
 kp_err kp_engine_pay(kp_engine *e, const char *order_id, const char *channel, kp_pay_done_fn done,
 		     void *arg) KP_MUST_USE;
+
+/* A QR code as the host gives it, NUL included (host-protocol.md: < 512 bytes). */
+#define KP_QR_SIZE 512
+/* How many attempts' QR codes the engine keeps (the newest). */
+#define KP_ENGINE_QRS 32
+
+/* The QR code the host gave for attempt a, while a is paying; NULL if none.
+ * Not journaled (schema 4): a QR is the host's data about a payment, not a
+ * state the kiosk reports, and committing it cost every sale one fsync before
+ * the pay answer. A restart forgets it; the boot replay's query_payment brings
+ * it back (the host repeats it in every pending reply) and observers are told.
+ * Valid until the engine's next call. */
+const char *kp_engine_qr(const kp_engine *e, const kp_attempt *a);
 
 /* Cancel a pending order (its live attempt is canceled at the host; a success
  * that still arrives is refunded as late). Canceling a canceled order is OK.

@@ -264,7 +264,7 @@ static cJSON *attempt_json(const kp_attempt *a)
 	if (o && add_str(o, "attempt_id", a->attempt_id) && add_str(o, "order_id", a->order_id) &&
 	    add_str(o, "channel", a->channel) && add_num(o, "amount", a->amount) &&
 	    add_str(o, "state", kp_attempt_state_str(a->state)) && add_str(o, "host_txn", a->host_txn) &&
-	    add_str(o, "qr", a->qr) && add_num(o, "created_at", a->created_at) &&
+	    add_num(o, "created_at", a->created_at) &&
 	    add_num(o, "updated_at", a->updated_at) && add_num(o, "next_check_at", a->next_check_at) &&
 	    add_num(o, "tries", a->tries))
 		return o;

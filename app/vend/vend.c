@@ -66,7 +66,7 @@ static bool in_process(const kp_vend *v)
 
 /* ---- the engine side of one vend ---- */
 
-static void pay_done(void *arg, kp_err err, const kp_attempt *attempt)
+static void pay_done(void *arg, kp_err err, const kp_attempt *attempt, const char *qr)
 {
 	struct pay_ticket *t = arg;
 	kp_vend *v = t->v;

@@ -86,8 +86,8 @@ bench_journal() {
 	fig journal "journal commits/s (baseline: plain SQLite, same pragmas)" "$ja" "$bb" "$(ratio "$ja" "$bb")" ">= 0.8x"
 	fig journal "journal commits/s (baseline: raw 4 KiB append+fdatasync, same rounds)" "$jf" "$fps" \
 		"$(ratio "$jf" "$fps")" "<= 1 (bound)"
-	fig journal "syncs per completed payment (baseline: 5 bare commits)" "$sp" "$bsp" "$(ratio "$sp" "$bsp")" "<= 4"
-	fig journal "KiB written per completed payment (baseline: 5 bare commits)" "$kp" "$bkp" "$(ratio "$kp" "$bkp")" "<= 16"
+	fig journal "syncs per completed payment (baseline: 4 bare commits)" "$sp" "$bsp" "$(ratio "$sp" "$bsp")" "<= 4"
+	fig journal "KiB written per completed payment (baseline: 4 bare commits)" "$kp" "$bkp" "$(ratio "$kp" "$bkp")" "<= 16"
 	fig journal "payments/s, journal (baseline: naive design)" "$pj" "$pn" "$(ratio "$pj" "$pn")" "> 1x"
 	fig journal "syncs per payment, naive design (baseline: journal)" "$sn" "$sp" "$(ratio "$sn" "$sp")" "-"
 	fig journal "KiB per payment, naive design (baseline: journal)" "$kn" "$kp" "$(ratio "$kn" "$kp")" "-"
@@ -284,7 +284,7 @@ bench_replay() {
 }
 
 # CPU: instructions for one completed payment through engine + journal (fake
-# host, fake clock), counted by callgrind, beside the same 5 commits as bare
+# host, fake clock), counted by callgrind, beside the same 4 commits as bare
 # single-row SQLite. Stable on a busy machine: kernel time (fsync) is not counted.
 bench_cpu() {
 	local bin=$build/tests/bench/kp-bench-cpu n=${BENCH_CPU_PAYMENTS:-200}
@@ -306,10 +306,10 @@ bench_cpu() {
 	callgrind_annotate --inclusive=yes "$res/callgrind-pay.out" 2>/dev/null |
 		grep -E 'kp_|event_add|success_in_txn|apply_|due_|pay_' | head -n 20 >"$res/callgrind-top.txt" || true
 	echo "instructions per completed payment (engine + journal, fake host): $pay"
-	echo "instructions per 5 bare single-row SQLite commits:               $base"
+	echo "instructions per 4 bare single-row SQLite commits:               $base"
 	echo "ratio $(ratio "$pay" "$base" %.1f); heaviest kp functions (inclusive) in $res/callgrind-top.txt:"
 	head -n 8 "$res/callgrind-top.txt" | sed 's/^/  /'
-	fig cpu "instructions per completed payment, engine+journal (baseline: 5 bare SQLite commits)" \
+	fig cpu "instructions per completed payment, engine+journal (baseline: 4 bare SQLite commits)" \
 		"$pay" "$base" "$(ratio "$pay" "$base" %.1f)" "stable"
 	printf '{"payments":%s,"instructions_per_payment":%s,"baseline_instructions":%s}\n' "$n" "$pay" "$base" \
 		>"$res/cpu-detail.json"

@@ -21,10 +21,10 @@
 
 #define ROUNDS 10
 /* The journal's commits for one completed payment, as the engine makes them
- * (docs/engine.md, "A sale"): order create | attempt begin | the host's
- * `pending` reply (its QR and the first query's time) | confirmation +
- * attempt succeeded + order paid | order fulfilled. */
-#define COMMITS_PER_PAYMENT 5
+ * (docs/engine.md, "A sale"): order create | attempt begin | confirmation +
+ * attempt succeeded + order paid | order fulfilled. The host's `pending`
+ * reply (its QR code) writes nothing since schema 4. */
+#define COMMITS_PER_PAYMENT 4
 
 struct opts {
 	const char *dir; /* parent of the temp dir */
@@ -142,14 +142,6 @@ static void pay_one(struct jside *s)
 	kp_attempt a;
 	if ((err = kp_journal_attempt_begin(s->j, &an, &a)) != KP_OK)
 		die("attempt begin", err);
-	/* apply_payment() of the create_payment reply: a reschedule with the QR
-	 * the host made (the simulator's shape), no event. */
-	char qr[KP_QR_SIZE];
-	snprintf(qr, sizeof(qr), "kpsim://pay?attempt=%s&amount=250&currency=EUR", aid);
-	kp_attempt_move pm = {.from = KP_ATTEMPT_PAYING, .to = KP_ATTEMPT_PAYING, .qr = qr, .now = t + 2,
-			      .next_check_at = t + 5002, .cause = "create_payment reply"};
-	if ((err = kp_journal_attempt_move(s->j, aid, &pm)) != KP_OK)
-		die("pending reply", err);
 	kp_confirmation c = {.seq = i, .status = KP_CONFIRM_SUCCEEDED, .amount = 250, .at = t + 2,
 			     .received_at = t + 3};
 	snprintf(c.host_txn, sizeof(c.host_txn), "%s", txn);
@@ -230,7 +222,7 @@ static void bstep(struct bside *b, sqlite3_stmt *st)
 static void bpay_one(struct bside *b)
 {
 	int id = ++b->next;
-	static const char *const states[COMMITS_PER_PAYMENT - 1] = {"paying", "pending", "paid", "fulfilled"};
+	static const char *const states[COMMITS_PER_PAYMENT - 1] = {"paying", "paid", "fulfilled"};
 	sqlite3_bind_int(b->ins, 1, id);
 	bstep(b, b->ins);
 	for (int k = 0; k < COMMITS_PER_PAYMENT - 1; k++) {
@@ -250,7 +242,7 @@ static void bclose(struct bside *b)
 /* ---------- the naive design: what a user would write instead ----------
  * The same payment in plain SQLite with the default rollback journal
  * (journal_mode=DELETE, synchronous=FULL) and every statement its own
- * transaction: 12 autocommits where the journal makes 5 commits. */
+ * transaction: 11 autocommits where the journal makes 4 commits. */
 
 struct nside {
 	sqlite3 *db;
@@ -258,14 +250,13 @@ struct nside {
 	int next;
 };
 
-enum { N_ORDER, N_ATTEMPT, N_ATT_QR, N_CONF, N_ATT_SET, N_ORD_SET, N_EVENT, N__COUNT };
+enum { N_ORDER, N_ATTEMPT, N_CONF, N_ATT_SET, N_ORD_SET, N_EVENT, N__COUNT };
 
 static void nopen(struct nside *n, const char *path, int page_size)
 {
 	static const char *const sql[] = {
 		[N_ORDER] = "INSERT INTO orders VALUES(?1,?2,250,'EUR','pending',?3,?3)",
-		[N_ATTEMPT] = "INSERT INTO attempts VALUES(?1,?2,'card',250,'paying','','',?3,?3)",
-		[N_ATT_QR] = "UPDATE attempts SET qr=?2, updated_at=?3 WHERE attempt_id=?1",
+		[N_ATTEMPT] = "INSERT INTO attempts VALUES(?1,?2,'card',250,'paying','',?3,?3)",
 		[N_CONF] = "INSERT INTO confirmations VALUES(?1,?2,?3,'succeeded',250,?4)",
 		[N_ATT_SET] = "UPDATE attempts SET state=?2, host_txn=?3, updated_at=?4 WHERE attempt_id=?1",
 		[N_ORD_SET] = "UPDATE orders SET state=?2, updated_at=?3 WHERE order_id=?1",
@@ -284,7 +275,7 @@ static void nopen(struct nside *n, const char *path, int page_size)
 	bexec(n->db, "CREATE TABLE orders(order_id TEXT PRIMARY KEY, dedup_key TEXT UNIQUE, amount INT, "
 		     "currency TEXT, state TEXT, created_at INT, updated_at INT)");
 	bexec(n->db, "CREATE TABLE attempts(attempt_id TEXT PRIMARY KEY, order_id TEXT, channel TEXT, "
-		     "amount INT, state TEXT, host_txn TEXT, qr TEXT, created_at INT, updated_at INT)");
+		     "amount INT, state TEXT, host_txn TEXT, created_at INT, updated_at INT)");
 	bexec(n->db, "CREATE INDEX attempts_order ON attempts(order_id)");
 	bexec(n->db, "CREATE TABLE confirmations(host_txn TEXT PRIMARY KEY, seq INT, attempt_id TEXT, "
 		     "status TEXT, amount INT, received_at INT)");
@@ -329,7 +320,7 @@ static void nset(struct nside *n, int k, const char *id, const char *state, cons
 	nstep(n, k);
 }
 
-/* One payment, 12 autocommits: order, attempt, QR, confirm (5), fulfil (2). */
+/* One payment, 11 autocommits: order (2), attempt (2), confirm (5), fulfil (2). */
 static void npay_one(struct nside *n)
 {
 	int i = n->next++;
@@ -347,12 +338,6 @@ static void npay_one(struct nside *n)
 	sqlite3_bind_int64(n->st[N_ATTEMPT], 3, t + 1);
 	nstep(n, N_ATTEMPT);
 	nevent(n, t + 1, "attempt", aid, "paying");
-	char qr[KP_QR_SIZE];
-	snprintf(qr, sizeof(qr), "kpsim://pay?attempt=%s&amount=250&currency=EUR", aid);
-	sqlite3_bind_text(n->st[N_ATT_QR], 1, aid, -1, SQLITE_TRANSIENT);
-	sqlite3_bind_text(n->st[N_ATT_QR], 2, qr, -1, SQLITE_TRANSIENT);
-	sqlite3_bind_int64(n->st[N_ATT_QR], 3, t + 2);
-	nstep(n, N_ATT_QR);
 	sqlite3_bind_text(n->st[N_CONF], 1, txn, -1, SQLITE_TRANSIENT);
 	sqlite3_bind_int(n->st[N_CONF], 2, i);
 	sqlite3_bind_text(n->st[N_CONF], 3, aid, -1, SQLITE_TRANSIENT);
@@ -498,7 +483,7 @@ int main(int argc, char **argv)
 	printf("  files in %s, file system %s\n", dir, fs_name(dir));
 	printf("  SQLite %s, WAL, synchronous=FULL, page_size %d, both through the counting VFS\n",
 	       sqlite3_libversion(), op.page_size);
-	printf("  a payment: order create | attempt begin | pending reply (QR) | confirmation + attempt "
+	printf("  a payment: order create | attempt begin | confirmation + attempt "
 	       "succeeded + order paid | order fulfilled\n");
 
 	/* (a) vs (b), interleaved in rounds (which goes first alternates) so that a
@@ -578,7 +563,8 @@ int main(int argc, char **argv)
 	snprintf(label, sizeof(label), "with autocheckpoint (%d pages):",
 		 op.autockpt ? op.autockpt : KP_JOURNAL_WAL_AUTOCHECKPOINT);
 	print_io(label, &dj, n);
-	print_io("baseline, 5 single-row commits:", &db, n);
+	snprintf(label, sizeof(label), "baseline, %d single-row commits:", COMMITS_PER_PAYMENT);
+	print_io(label, &db, n);
 
 	/* (d) the naive design, interleaved in rounds with a fresh journal, and
 	 * (e) the device's durability limit, 4 KiB appends each made durable, as
@@ -621,7 +607,7 @@ int main(int argc, char **argv)
 	io_per(&dj3, n, &sj, &kj);
 	io_per(&dn, n, &sn, &kn);
 	printf("(d) naive design (rollback journal, synchronous=FULL, one statement per transaction:\n"
-	       "    12 autocommits per payment), interleaved with the journal:\n");
+	       "    11 autocommits per payment), interleaved with the journal:\n");
 	printf("    journal %6.1f payments/s (%.2f syncs, %.1f KiB each) | naive %6.1f payments/s (%.2f syncs,"
 	       " %.1f KiB each) | ratio journal/naive %.2f\n", pj, sj, kj, pn, sn, kn, pj / pn);
 

@@ -201,7 +201,7 @@ static kp_err child_ack(void *host, int64_t seq)
 	return sh_host_ops.ack(host, seq);
 }
 
-static void pay_done(void *arg, kp_err err, const kp_attempt *a)
+static void pay_done(void *arg, kp_err err, const kp_attempt *a, const char *qr)
 {
 	(void)arg;
 	if (err == KP_OK && a)

@@ -276,18 +276,29 @@ struct pay_result {
 	int calls;
 	kp_err err;
 	kp_attempt a;
+	char qr[KP_QR_SIZE];    /* the QR the answer showed, "" if none */
 };
 
-static void pay_done(void *arg, kp_err err, const kp_attempt *a)
+static void pay_done(void *arg, kp_err err, const kp_attempt *a, const char *qr)
 {
 	struct pay_result *r = arg;
 	r->calls++;
 	r->err = err;
 	if (a)
 		r->a = *a;
+	snprintf(r->qr, sizeof(r->qr), "%s", qr ? qr : "");
 }
 
-/* Pay and answer create_payment with "pending": returns the attempt id. */
+static int64_t wal_syncs(void)
+{
+	kp_count_stats c;
+	kp_count_vfs_get(&c);
+	return c.syncs[KP_COUNT_WAL];
+}
+
+/* Pay and answer create_payment with "pending": returns the attempt id. The
+ * answer shows the host's QR, and that reply wrote nothing: the attempt was
+ * committed as paying, with its next check, before the host heard of it. */
 static void pay_pending(struct fixture *f, const char *order_id, const char *channel, kp_attempt *out)
 {
 	struct pay_result r = {0};
@@ -302,12 +313,21 @@ static void pay_pending(struct fixture *f, const char *order_id, const char *cha
 	snprintf(m.attempt_id, sizeof(m.attempt_id), "%s", q->msg.attempt_id);
 	snprintf(m.status, sizeof(m.status), "pending");
 	snprintf(m.qr, sizeof(m.qr), "https://pay.example/qr/1");
+	kp_attempt before, after;
+	memset(&before, 0, sizeof(before)); /* compared whole, bytes past the strings too */
+	memset(&after, 0, sizeof(after));
+	assert_int_equal(kp_journal_attempt_get(f->j, q->msg.attempt_id, &before), KP_OK);
+	int64_t syncs = wal_syncs();
 	answer(q, KP_OK, &m);
 	(void)kp_engine_tick(f->e);
+	assert_int_equal(wal_syncs(), syncs);
+	assert_int_equal(kp_journal_attempt_get(f->j, q->msg.attempt_id, &after), KP_OK);
+	assert_memory_equal(&before, &after, sizeof(before));
 	assert_int_equal(r.calls, 1);
 	assert_int_equal(r.err, KP_OK);
 	assert_int_equal(r.a.state, KP_ATTEMPT_PAYING);
-	assert_string_equal(r.a.qr, "https://pay.example/qr/1");
+	assert_string_equal(r.qr, "https://pay.example/qr/1");
+	assert_string_equal(kp_engine_qr(f->e, &r.a), "https://pay.example/qr/1");
 	*out = r.a;
 }
 
@@ -694,8 +714,9 @@ static void test_confirm_burst_one_commit(void **state)
 }
 
 /* Two customers' create_payment replies (each with a QR code) and a third's
- * confirm arrive in one loop turn: one commit for all three, and neither pay
- * request is answered before it; each answer shows its committed QR code. */
+ * confirm arrive in one loop turn: one commit (the confirm's; the replies
+ * write nothing), and neither pay request is answered before it; each answer
+ * shows its own QR code. */
 static void test_pay_replies_share_commit(void **state)
 {
 	struct fixture *f = *state;
@@ -725,7 +746,7 @@ static void test_pay_replies_share_commit(void **state)
 	confirm_arrives(f, 300, paid.attempt_id, "txn-share-2", "succeeded", 300);
 	kp_attempt a;
 	assert_int_equal(kp_journal_attempt_get(f->j, m[0].attempt_id, &a), KP_OK);
-	assert_string_equal(a.qr, ""); /* nothing written yet, and nobody told */
+	assert_null(kp_engine_qr(f->e, &a)); /* not applied yet, and nobody told */
 	assert_int_equal(r[0].calls + r[1].calls, 0);
 	kp_count_stats before, after;
 	kp_count_vfs_get(&before);
@@ -736,9 +757,9 @@ static void test_pay_replies_share_commit(void **state)
 		assert_int_equal(r[i].calls, 1);
 		assert_int_equal(r[i].err, KP_OK);
 		assert_string_equal(r[i].a.attempt_id, m[i].attempt_id);
-		assert_string_equal(r[i].a.qr, m[i].qr);
+		assert_string_equal(r[i].qr, m[i].qr);
 		assert_int_equal(kp_journal_attempt_get(f->j, m[i].attempt_id, &a), KP_OK);
-		assert_string_equal(a.qr, m[i].qr);
+		assert_string_equal(kp_engine_qr(f->e, &a), m[i].qr);
 		assert_int_equal(a.state, KP_ATTEMPT_PAYING);
 	}
 	assert_int_equal(order_state(f, o[2].order_id), KP_ORDER_PAID);

@@ -316,7 +316,7 @@ static void test_attempt_moves(void **state)
 			bool ok = listed(attempt_allowed, N(attempt_allowed), from, to);
 			kp_attempt_move m = {.from = (kp_attempt_state)from, .to = (kp_attempt_state)to,
 					     .now = T0 + 50, .next_check_at = T0 + 60000, .count_try = true,
-					     .qr = "qr-text", .cause = "table"};
+					     .cause = "table"};
 			kp_err err = kp_journal_attempt_move(f->j, a.attempt_id, &m);
 			assert_int_equal(err, ok ? KP_OK : KP_ERR_ILLEGAL_MOVE);
 			/* A reschedule writes no event; a move writes exactly one. */
@@ -325,7 +325,6 @@ static void test_attempt_moves(void **state)
 			assert_int_equal(got.state, ok ? to : from);
 			if (ok) {
 				assert_int_equal(got.tries, 1);
-				assert_string_equal(got.qr, "qr-text");
 				assert_int_equal(got.next_check_at,
 						 kp_attempt_state_final((kp_attempt_state)to) ? 0 : T0 + 60000);
 			}
@@ -1336,15 +1335,17 @@ static void make_v2_journal(const char *path, const char *extra)
 	sqlite3_close(db);
 }
 
-/* Schema 2 -> 3 (rowid tables, per-order triggers) keeps every record and
- * field, and the database still refuses a second live attempt or kept success. */
+/* Schema 2 -> 3 (rowid tables, per-order triggers) -> 4 (no attempts.qr)
+ * keeps every record and every field but the QR, and the database still
+ * refuses a second live attempt or kept success. */
 static void test_migration_from_v2(void **state)
 {
 	struct fixture *f = *state;
 	make_v2_journal(f->path, "");
 	int64_t events = raw_int(f->path, "SELECT count(*) FROM events");
 	assert_int_equal(kp_journal_open(&f->j, f->path, 0, &f->env), KP_OK);
-	assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 3);
+	assert_int_equal(raw_int(f->path, "PRAGMA user_version"), KP_JOURNAL_SCHEMA_VERSION);
+	assert_int_equal(raw_int(f->path, "SELECT count(*) FROM pragma_table_info('attempts') WHERE name='qr'"), 0);
 	assert_int_equal(raw_int(f->path, "PRAGMA page_size"), 1024); /* a file keeps its page size */
 	assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_schema WHERE name IN "
 				 "('attempts_one_live','attempts_one_kept')"), 0);
@@ -1371,7 +1372,6 @@ static void test_migration_from_v2(void **state)
 	assert_int_equal(arr[0].tries, 1);
 	assert_string_equal(arr[1].attempt_id, "a2");
 	assert_string_equal(arr[1].channel, "phone");
-	assert_string_equal(arr[1].qr, "qr-2");
 	assert_int_equal(arr[1].next_check_at, 7);
 	kp_refund r;
 	assert_int_equal(kp_journal_refund_get(f->j, "r1", &r), KP_OK);
