@@ -765,6 +765,58 @@ static void test_pay_replies_share_commit(void **state)
 	assert_int_equal(order_state(f, o[2].order_id), KP_ORDER_PAID);
 }
 
+/* The QR code is in memory only: a restarted engine shows none until the
+ * boot replay's query brings it back (and observers are told); it is shown
+ * only while its attempt is paying, and a second pending reply with the same
+ * QR tells nobody again. */
+static void test_qr_after_restart(void **state)
+{
+	struct fixture *f = *state;
+	kp_order o;
+	kp_attempt a;
+	make_order(f, "qr-restart", 150, &o);
+	pay_pending(f, o.order_id, "qr", &a);
+
+	kp_engine_free(f->e); /* a restart: the journal stays */
+	kp_engine_deps d = {.env = &f->env, .journal = f->j, .host_ops = &fake_ops, .host = &f->host,
+			    .on_change = on_change, .on_change_arg = &f->host};
+	assert_int_equal(kp_engine_new(&f->e, &f->cfg, &d), KP_OK);
+	f->host.e = f->e;
+	assert_null(kp_engine_qr(f->e, &a));
+	int64_t found = 0;
+	assert_int_equal(kp_engine_recover(f->e, &found), KP_OK);
+	assert_int_equal(found, 1);
+	(void)kp_engine_tick(f->e);
+	struct fake_req *q = find_req(f, KP_OP_QUERY_PAYMENT, a.attempt_id);
+	assert_non_null(q);
+	kp_host_msg m;
+	memset(&m, 0, sizeof(m));
+	m.op = KP_OP_PAYMENT;
+	snprintf(m.attempt_id, sizeof(m.attempt_id), "%s", a.attempt_id);
+	snprintf(m.status, sizeof(m.status), "pending");
+	snprintf(m.qr, sizeof(m.qr), "https://pay.example/qr/again");
+	int changes = f->host.changes;
+	answer(q, KP_OK, &m);
+	assert_int_equal(f->host.changes, changes + 1);
+	kp_attempt now;
+	assert_int_equal(kp_journal_attempt_get(f->j, a.attempt_id, &now), KP_OK);
+	assert_int_equal(now.state, KP_ATTEMPT_PAYING);
+	assert_string_equal(kp_engine_qr(f->e, &now), "https://pay.example/qr/again");
+
+	/* The next query's reply repeats it: nobody is told twice. */
+	advance(f, f->cfg.query_every_ms);
+	q = find_req(f, KP_OP_QUERY_PAYMENT, a.attempt_id);
+	assert_non_null(q);
+	changes = f->host.changes;
+	answer(q, KP_OK, &m);
+	assert_int_equal(f->host.changes, changes);
+
+	confirm(f, 7, a.attempt_id, "txn-qr-restart", "succeeded", 150);
+	assert_int_equal(kp_journal_attempt_get(f->j, a.attempt_id, &now), KP_OK);
+	assert_int_equal(now.state, KP_ATTEMPT_SUCCEEDED);
+	assert_null(kp_engine_qr(f->e, &now));
+}
+
 /* More due attempts than a batch, and every move failing (a journal that
  * refuses writes): the reconciler tries again a second later, never at once
  * (no busy loop), and nothing moved. */
@@ -1006,6 +1058,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_confirm_not_committed_not_acked, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_confirm_burst_one_commit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pay_replies_share_commit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_qr_after_restart, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_failing_journal_no_busy_loop, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_host_window, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_power_cut_policy_on_recover, setup, teardown),
