@@ -140,6 +140,16 @@ static void answer(struct fake_req *r, kp_err err, const kp_host_msg *reply)
 	(void)kp_engine_tick(r->fh->e);
 }
 
+/* The host's "pending" reply to r's attempt, with a QR code. */
+static void pending_with_qr(kp_host_msg *m, const struct fake_req *r, const char *qr)
+{
+	memset(m, 0, sizeof(*m));
+	m->op = KP_OP_PAYMENT;
+	snprintf(m->attempt_id, sizeof(m->attempt_id), "%s", r->msg.attempt_id);
+	snprintf(m->status, sizeof(m->status), "pending");
+	snprintf(m->qr, sizeof(m->qr), "%s", qr);
+}
+
 static void answer_payment(struct fake_req *r, const char *status, const char *host_txn, int64_t amount)
 {
 	kp_host_msg m;
@@ -190,6 +200,15 @@ static void confirm(struct fixture *f, int64_t seq, const char *attempt_id, cons
 
 /* ---------- fixture ---------- */
 
+/* A new engine on the fixture's journal and fake host (a start or restart). */
+static void engine_start(struct fixture *f)
+{
+	kp_engine_deps d = {.env = &f->env, .journal = f->j, .host_ops = &fake_ops, .host = &f->host,
+			    .on_change = on_change, .on_change_arg = &f->host};
+	assert_int_equal(kp_engine_new(&f->e, &f->cfg, &d), KP_OK);
+	f->host.e = f->e;
+}
+
 /* A fixture whose journal goes through the VFS named vfs_name. */
 static struct fixture *fixture_open(const char *vfs_name)
 {
@@ -205,10 +224,7 @@ static struct fixture *fixture_open(const char *vfs_name)
 	kp_engine_config_defaults(&f->cfg);
 	f->host.up = true;
 	f->host.j = f->j;
-	kp_engine_deps d = {.env = &f->env, .journal = f->j, .host_ops = &fake_ops, .host = &f->host,
-			    .on_change = on_change, .on_change_arg = &f->host};
-	assert_int_equal(kp_engine_new(&f->e, &f->cfg, &d), KP_OK);
-	f->host.e = f->e;
+	engine_start(f);
 	return f;
 }
 
@@ -308,11 +324,7 @@ static void pay_pending(struct fixture *f, const char *order_id, const char *cha
 	assert_non_null(q);
 	assert_string_equal(q->msg.channel, channel);
 	kp_host_msg m;
-	memset(&m, 0, sizeof(m));
-	m.op = KP_OP_PAYMENT;
-	snprintf(m.attempt_id, sizeof(m.attempt_id), "%s", q->msg.attempt_id);
-	snprintf(m.status, sizeof(m.status), "pending");
-	snprintf(m.qr, sizeof(m.qr), "https://pay.example/qr/1");
+	pending_with_qr(&m, q, "https://pay.example/qr/1");
 	kp_attempt before, after;
 	memset(&before, 0, sizeof(before)); /* compared whole, bytes past the strings too */
 	memset(&after, 0, sizeof(after));
@@ -735,11 +747,9 @@ static void test_pay_replies_share_commit(void **state)
 	}
 	kp_host_msg m[2];
 	for (int i = 0; i < 2; i++) {
-		memset(&m[i], 0, sizeof(m[i]));
-		m[i].op = KP_OP_PAYMENT;
-		snprintf(m[i].attempt_id, sizeof(m[i].attempt_id), "%s", q[i]->msg.attempt_id);
-		snprintf(m[i].status, sizeof(m[i].status), "pending");
-		snprintf(m[i].qr, sizeof(m[i].qr), "https://pay.example/qr/share-%d", i);
+		char qr[64];
+		snprintf(qr, sizeof(qr), "https://pay.example/qr/share-%d", i);
+		pending_with_qr(&m[i], q[i], qr);
 		q[i]->answered = true;
 		q[i]->fn(q[i]->arg, KP_OK, &m[i]); /* read off the link, not yet applied */
 	}
@@ -778,10 +788,7 @@ static void test_qr_after_restart(void **state)
 	pay_pending(f, o.order_id, "qr", &a);
 
 	kp_engine_free(f->e); /* a restart: the journal stays */
-	kp_engine_deps d = {.env = &f->env, .journal = f->j, .host_ops = &fake_ops, .host = &f->host,
-			    .on_change = on_change, .on_change_arg = &f->host};
-	assert_int_equal(kp_engine_new(&f->e, &f->cfg, &d), KP_OK);
-	f->host.e = f->e;
+	engine_start(f);
 	assert_null(kp_engine_qr(f->e, &a));
 	int64_t found = 0;
 	assert_int_equal(kp_engine_recover(f->e, &found), KP_OK);
@@ -790,11 +797,7 @@ static void test_qr_after_restart(void **state)
 	struct fake_req *q = find_req(f, KP_OP_QUERY_PAYMENT, a.attempt_id);
 	assert_non_null(q);
 	kp_host_msg m;
-	memset(&m, 0, sizeof(m));
-	m.op = KP_OP_PAYMENT;
-	snprintf(m.attempt_id, sizeof(m.attempt_id), "%s", a.attempt_id);
-	snprintf(m.status, sizeof(m.status), "pending");
-	snprintf(m.qr, sizeof(m.qr), "https://pay.example/qr/again");
+	pending_with_qr(&m, q, "https://pay.example/qr/again");
 	int changes = f->host.changes;
 	answer(q, KP_OK, &m);
 	assert_int_equal(f->host.changes, changes + 1);
