@@ -333,7 +333,7 @@ cJSON *kp_api_json_attempt(const kp_attempt *a, const char *qr)
 	if (o && add_str(o, "attempt_id", a->attempt_id) && add_str(o, "order_id", a->order_id) &&
 	    add_str(o, "channel", a->channel) && add_str(o, "status", kp_attempt_state_str(a->state)) &&
 	    add_int(o, "amount", a->amount) && add_opt_str(o, "host_txn", a->host_txn) &&
-	    add_opt_str(o, "qr", qr ? qr : "") && add_int(o, "created_at", a->created_at) &&
+	    add_opt_str(o, "qr", qr) && add_int(o, "created_at", a->created_at) &&
 	    add_int(o, "updated_at", a->updated_at))
 		return o;
 	cJSON_Delete(o);

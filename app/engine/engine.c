@@ -383,7 +383,10 @@ static void pay_start_attempt(kp_engine *e, struct pay_op *op)
 	}
 	int64_t now = now_wall(e);
 	/* The first query is due query_every after the begin, committed with it:
-	 * the create_payment reply then writes nothing (its QR is kept in memory). */
+	 * the create_payment reply then writes nothing (its QR is kept in memory).
+	 * A create the host has not answered by then gets a query beside it, as
+	 * queries already do among themselves (each is due query_every after the
+	 * last, answered or not). */
 	int64_t first_check = e->cfg.query_every_ms < e->cfg.request_timeout_ms ? e->cfg.query_every_ms
 										  : e->cfg.request_timeout_ms;
 	kp_attempt_new req = {
