@@ -364,48 +364,6 @@ static void hnd_order_get(coap_resource_t *res, coap_session_t *session, const c
 	answer_order(&rq, seg[1], 205);
 }
 
-/* POST /orders */
-static void hnd_orders_post(coap_resource_t *res, coap_session_t *session, const coap_pdu_t *pdu,
-			    const coap_string_t *query, coap_pdu_t *resp)
-{
-	struct req rq = req_of(res, session, pdu, query, resp);
-	kp_api_order_body *b = NULL;
-	const uint8_t *data;
-	size_t len;
-	char why[WHY_SIZE] = "";
-	kp_order o;
-	bool dup = false;
-
-	if (!backend_ready(&rq) || !taking_sales(&rq) || !request_body(&rq, &data, &len))
-		return;
-	b = malloc(sizeof(*b));
-	if (!b) {
-		respond_error(&rq, 0, KP_ERR_NOMEM, NULL);
-		return;
-	}
-	kp_err err = kp_api_json_parse_order(data, len, b, why, sizeof(why));
-	if (err != KP_OK) {
-		respond_error(&rq, 0, err, why);
-		goto out;
-	}
-	kp_order_req r = {
-		.dedup_key = b->dedup_key,
-		.amount = b->amount,
-		.currency = b->has_currency ? b->currency : NULL,
-		.items = b->has_items ? b->items : NULL,
-	};
-	err = kp_engine_order_create(rq.api->engine, &r, &o, &dup, why, sizeof(why));
-	if (err != KP_OK) {
-		respond_error(&rq, 0, err, why[0] ? why : kp_strerror(err));
-		goto out;
-	}
-	coap_add_option(resp, COAP_OPTION_LOCATION_PATH, strlen("orders"), (const uint8_t *)"orders");
-	coap_add_option(resp, COAP_OPTION_LOCATION_PATH, strlen(o.order_id), (const uint8_t *)o.order_id);
-	respond_json(&rq, 201, kp_api_json_created(&o, dup));
-out:
-	free(b);
-}
-
 static void on_pay_done(void *arg, kp_err err, const kp_attempt *attempt, const char *qr)
 {
 	struct pay_req *p = arg;
@@ -434,6 +392,168 @@ static void pay_unlink(kp_api *api, struct pay_req *p)
 	}
 }
 
+/* Hold the request for a separate answer (a pay request's); NULL with the
+ * error answered when it cannot be held. */
+static struct pay_req *pay_hold(struct req *rq)
+{
+	kp_api *api = rq->api;
+	if (api->stats.pays_waiting >= KP_API_PAYS_MAX) {
+		respond_error(rq, 0, KP_ERR_UNAVAILABLE, "too many pay requests in progress");
+		return NULL;
+	}
+	struct pay_req *p = calloc(1, sizeof(*p));
+	if (!p) {
+		respond_error(rq, 0, KP_ERR_NOMEM, NULL);
+		return NULL;
+	}
+	p->api = api;
+	p->async = coap_register_async(rq->session, rq->pdu, 0);
+	if (!p->async) {
+		free(p);
+		respond_error(rq, 0, KP_ERR_UNAVAILABLE, "cannot hold the request for a separate answer");
+		return NULL;
+	}
+	coap_async_set_app_data(p->async, p);
+	return p;
+}
+
+/* The engine refused at once (its done will not be called): answer now. */
+static void pay_hold_drop(struct req *rq, struct pay_req *p)
+{
+	coap_free_async(rq->session, p->async);
+	free(p);
+}
+
+/* The engine took it: on_pay_done will fire the async. */
+static void pay_track(kp_api *api, struct pay_req *p, const char *order_id)
+{
+	snprintf(p->order_id, sizeof(p->order_id), "%s", order_id);
+	p->next = api->pays;
+	api->pays = p;
+	api->stats.pays_waiting++;
+}
+
+/* libcoap calls the handler again once on_pay_done fired: the pay request
+ * behind it, or NULL with the error answered. */
+static struct pay_req *pay_fired(struct req *rq, coap_async_t *async)
+{
+	struct pay_req *p = coap_async_get_app_data(async);
+	if (!p || !p->done) {
+		respond_error(rq, 0, KP_ERR_INTERNAL, "pay answer triggered before the engine finished");
+		return NULL;
+	}
+	return p;
+}
+
+static void pay_answered(kp_api *api, coap_async_t *async, struct pay_req *p)
+{
+	pay_unlink(api, p);
+	free(p);
+	coap_async_set_app_data(async, NULL); /* libcoap frees the async after this handler */
+}
+
+/* 2.01 with the order's Location-Path (orders/{id}). */
+static void respond_created(struct req *rq, const kp_order *o, cJSON *body)
+{
+	coap_add_option(rq->resp, COAP_OPTION_LOCATION_PATH, strlen("orders"), (const uint8_t *)"orders");
+	coap_add_option(rq->resp, COAP_OPTION_LOCATION_PATH, strlen(o->order_id), (const uint8_t *)o->order_id);
+	respond_json(rq, 201, body);
+}
+
+/* POST /orders with "channel": the order and its attempt in one commit
+ * (kp_engine_order_pay); the answer waits for the host's create_payment
+ * reply, as POST /orders/{id}/pay does. A duplicate is answered at once. */
+static void orders_post_pay(struct req *rq, const kp_order_req *r, const char *channel)
+{
+	char why[WHY_SIZE] = "";
+	kp_order o;
+	bool dup = false;
+	struct pay_req *p = pay_hold(rq);
+	if (!p)
+		return;
+	kp_err err = kp_engine_order_pay(rq->api->engine, r, channel, &o, &dup, why, sizeof(why), on_pay_done, p);
+	if (err != KP_OK || dup) {
+		pay_hold_drop(rq, p);
+		if (err != KP_OK)
+			respond_error(rq, 0, err, why[0] ? why : kp_strerror(err));
+		else
+			respond_created(rq, &o, kp_api_json_created(&o, true));
+		return;
+	}
+	pay_track(rq->api, p, o.order_id);
+	/* No code set: libcoap sends an empty ACK now, the answer comes later. */
+}
+
+/* The separate answer of orders_post_pay: the order as it is now, and the
+ * attempt (or why the payment did not start: the order stays pending). */
+static void orders_post_answer(struct req *rq, coap_async_t *async)
+{
+	struct pay_req *p = pay_fired(rq, async);
+	if (!p)
+		return;
+	kp_order o;
+	char why[WHY_SIZE];
+	kp_err err = kp_journal_order_get(rq->api->journal, p->order_id, &o);
+	if (err != KP_OK) {
+		kp_log_error(rq->api->env, "api: order %s: cannot read: %s", p->order_id, kp_strerror(err));
+		respond_error(rq, 0, err, kp_strerror(err));
+	} else {
+		snprintf(why, sizeof(why), "order %s: %s", p->order_id, kp_strerror(p->err));
+		respond_created(rq, &o,
+				kp_api_json_created_paying(&o, p->err == KP_OK ? &p->attempt : NULL, p->qr, p->err, why));
+	}
+	pay_answered(rq->api, async, p);
+}
+
+/* POST /orders */
+static void hnd_orders_post(coap_resource_t *res, coap_session_t *session, const coap_pdu_t *pdu,
+			    const coap_string_t *query, coap_pdu_t *resp)
+{
+	struct req rq = req_of(res, session, pdu, query, resp);
+	kp_api_order_body *b = NULL;
+	const uint8_t *data;
+	size_t len;
+	char why[WHY_SIZE] = "";
+	kp_order o;
+	bool dup = false;
+
+	coap_async_t *async = coap_find_async(session, coap_pdu_get_token(pdu));
+	if (async) {
+		orders_post_answer(&rq, async);
+		return;
+	}
+	if (!backend_ready(&rq) || !taking_sales(&rq) || !request_body(&rq, &data, &len))
+		return;
+	b = malloc(sizeof(*b));
+	if (!b) {
+		respond_error(&rq, 0, KP_ERR_NOMEM, NULL);
+		return;
+	}
+	kp_err err = kp_api_json_parse_order(data, len, b, why, sizeof(why));
+	if (err != KP_OK) {
+		respond_error(&rq, 0, err, why);
+		goto out;
+	}
+	kp_order_req r = {
+		.dedup_key = b->dedup_key,
+		.amount = b->amount,
+		.currency = b->has_currency ? b->currency : NULL,
+		.items = b->has_items ? b->items : NULL,
+	};
+	if (b->has_channel) {
+		orders_post_pay(&rq, &r, b->channel);
+		goto out;
+	}
+	err = kp_engine_order_create(rq.api->engine, &r, &o, &dup, why, sizeof(why));
+	if (err != KP_OK) {
+		respond_error(&rq, 0, err, why[0] ? why : kp_strerror(err));
+		goto out;
+	}
+	respond_created(&rq, &o, kp_api_json_created(&o, dup));
+out:
+	free(b);
+}
+
 /* POST /orders/{id}/pay: first call starts the payment and leaves the
  * answer for later (empty ACK); libcoap calls again, with the same request,
  * once on_pay_done triggered the async: then the answer goes out. */
@@ -447,21 +567,17 @@ static void order_pay(struct req *rq, const char *order_id)
 	char why[WHY_SIZE];
 
 	if (async) {
-		struct pay_req *p = coap_async_get_app_data(async);
-		if (!p || !p->done) {
-			respond_error(rq, 0, KP_ERR_INTERNAL, "pay answer triggered before the engine finished");
+		struct pay_req *p = pay_fired(rq, async);
+		if (!p)
 			return;
-		}
 		if (p->err == KP_OK) {
 			respond_json(rq, 201, kp_api_json_attempt(&p->attempt, p->qr));
 		} else {
 			snprintf(why, sizeof(why), "order %s: %s", p->order_id, kp_strerror(p->err));
 			respond_error(rq, 0, p->err, why);
 		}
-		pay_unlink(api, p);
-		free(p);
-		coap_async_set_app_data(async, NULL);
-		return; /* libcoap frees the async after this handler */
+		pay_answered(api, async, p);
+		return;
 	}
 
 	if (!backend_ready(rq) || !taking_sales(rq) || !request_body(rq, &data, &len))
@@ -471,28 +587,12 @@ static void order_pay(struct req *rq, const char *order_id)
 		respond_error(rq, 0, err, why);
 		return;
 	}
-	if (api->stats.pays_waiting >= KP_API_PAYS_MAX) {
-		respond_error(rq, 0, KP_ERR_UNAVAILABLE, "too many pay requests in progress");
+	struct pay_req *p = pay_hold(rq);
+	if (!p)
 		return;
-	}
-	struct pay_req *p = calloc(1, sizeof(*p));
-	if (!p) {
-		respond_error(rq, 0, KP_ERR_NOMEM, NULL);
-		return;
-	}
-	p->api = api;
-	snprintf(p->order_id, sizeof(p->order_id), "%s", order_id);
-	p->async = coap_register_async(rq->session, rq->pdu, 0);
-	if (!p->async) {
-		free(p);
-		respond_error(rq, 0, KP_ERR_UNAVAILABLE, "cannot hold the request for a separate answer");
-		return;
-	}
-	coap_async_set_app_data(p->async, p);
 	err = kp_engine_pay(api->engine, order_id, channel, on_pay_done, p);
 	if (err != KP_OK) {
-		coap_free_async(rq->session, p->async);
-		free(p);
+		pay_hold_drop(rq, p);
 		if (err == KP_ERR_NOT_FOUND)
 			snprintf(why, sizeof(why), "no order %s", order_id);
 		else if (err == KP_ERR_INVALID)
@@ -502,9 +602,7 @@ static void order_pay(struct req *rq, const char *order_id)
 		respond_error(rq, 0, err, why);
 		return;
 	}
-	p->next = api->pays;
-	api->pays = p;
-	api->stats.pays_waiting++;
+	pay_track(api, p, order_id);
 	/* No code set: libcoap sends an empty ACK now, the answer comes later. */
 }
 

@@ -253,7 +253,9 @@ kp_err kp_api_json_parse_order(const uint8_t *body, size_t len, kp_api_order_bod
 		memcpy(out->items, items, n + 1);
 		out->has_items = true;
 	}
-	err = KP_OK;
+	/* The alphabet is the engine's to check, as for POST /orders/{id}/pay. */
+	err = get_string(root, "channel", false, out->channel, sizeof(out->channel), &out->has_channel, why,
+			 why_cap);
 out:
 	cJSON_free(items);
 	cJSON_Delete(root);
@@ -323,6 +325,30 @@ cJSON *kp_api_json_created(const kp_order *ord, bool duplicated)
 	    add_int(o, "amount", ord->amount) && add_str(o, "currency", ord->currency) &&
 	    add_int(o, "expires_at", ord->expires_at) && cJSON_AddBoolToObject(o, "duplicated", duplicated))
 		return o;
+	cJSON_Delete(o);
+	return NULL;
+}
+
+cJSON *kp_api_json_created_paying(const kp_order *ord, const kp_attempt *attempt, const char *qr,
+				  kp_err pay_err, const char *pay_message)
+{
+	cJSON *o = kp_api_json_created(ord, false);
+	if (!o)
+		return NULL;
+	cJSON *a = attempt ? kp_api_json_attempt(attempt, qr) : NULL;
+	if (attempt && !cJSON_AddItemToObject(o, "attempt", a)) {
+		cJSON_Delete(a);
+		goto fail;
+	}
+	if (pay_err != KP_OK) {
+		cJSON *e = kp_api_json_error(pay_err, pay_message);
+		if (!cJSON_AddItemToObject(o, "pay_error", e)) {
+			cJSON_Delete(e);
+			goto fail;
+		}
+	}
+	return o;
+fail:
 	cJSON_Delete(o);
 	return NULL;
 }

@@ -34,6 +34,8 @@ typedef struct kp_api_order_body {
 	bool has_currency;
 	char items[KP_ITEMS_MAX];        /* compact JSON text of "items", "" if absent */
 	bool has_items;
+	char channel[KP_CHANNEL_SIZE];   /* "channel": pay in the same request, "" if absent */
+	bool has_channel;
 } kp_api_order_body;
 
 /* Parse a POST /orders body of len bytes (not NUL-terminated). KP_OK, or
@@ -62,6 +64,13 @@ cJSON *kp_api_json_error(kp_err err, const char *message);
 
 /* POST /orders answer: {"order_id","status","amount","currency","expires_at","duplicated"}. */
 cJSON *kp_api_json_created(const kp_order *o, bool duplicated);
+
+/* POST /orders answer of a one-request sale (a body with "channel"): the
+ * created answer plus "attempt" (kp_api_json_attempt) when the payment
+ * started, or "pay_error" (kp_api_json_error) when it did not; attempt may
+ * be given with a pay error too (a create_payment the host refused). */
+cJSON *kp_api_json_created_paying(const kp_order *o, const kp_attempt *attempt, const char *qr,
+				  kp_err pay_err, const char *pay_message);
 
 /* One attempt: {"attempt_id","order_id","channel","status","amount",
  * "host_txn"?,"qr"?,"created_at","updated_at"}; host_txn only when set, qr

@@ -362,25 +362,13 @@ static kp_err order_payable(kp_engine *e, const char *order_id, kp_order *o)
 	return KP_OK;
 }
 
-/* Write-ahead: commit the attempt as paying, then send create_payment. */
-static void pay_start_attempt(kp_engine *e, struct pay_op *op)
+/* The journal request of a new attempt on an order (a fresh id into *id). */
+static kp_err attempt_new_for(kp_engine *e, const char *order_id, const char *channel, int64_t amount,
+			      kp_uuid *id, kp_attempt_new *out)
 {
-	kp_order o;
-	kp_err err = order_payable(e, op->order_id, &o);
-	if (err != KP_OK) {
-		pay_finish(e, op, err);
-		return;
-	}
-	if (!host_up(e)) {
-		pay_finish(e, op, KP_ERR_DISCONNECTED);
-		return;
-	}
-	kp_uuid id;
-	err = kp_uuid_new(e->d.env, &id);
-	if (err != KP_OK) {
-		pay_finish(e, op, err);
-		return;
-	}
+	kp_err err = kp_uuid_new(e->d.env, id);
+	if (err != KP_OK)
+		return err;
 	int64_t now = now_wall(e);
 	/* The first query is due query_every after the begin, committed with it:
 	 * the create_payment reply then writes nothing (its QR is kept in memory).
@@ -389,42 +377,94 @@ static void pay_start_attempt(kp_engine *e, struct pay_op *op)
 	 * last, answered or not). */
 	int64_t first_check = e->cfg.query_every_ms < e->cfg.request_timeout_ms ? e->cfg.query_every_ms
 										  : e->cfg.request_timeout_ms;
-	kp_attempt_new req = {
-		.attempt_id = id.s,
-		.order_id = op->order_id,
-		.channel = op->channel,
-		.amount = o.amount,
+	*out = (kp_attempt_new){
+		.attempt_id = id->s,
+		.order_id = order_id,
+		.channel = channel,
+		.amount = amount,
 		.now = now,
 		.next_check_at = now + first_check,
 	};
-	kp_attempt a;
-	err = kp_journal_attempt_begin(e->d.journal, &req, &a);
-	if (err == KP_OK)
-		wake_at(e, req.next_check_at);
-	if (err != KP_OK) {
-		kp_log_warn(e->d.env, "order %s: cannot begin attempt: %s", op->order_id, kp_strerror(err));
-		pay_finish(e, op, err);
-		return;
-	}
-	copy_id(op->attempt_id, sizeof(op->attempt_id), a.attempt_id);
+	return KP_OK;
+}
+
+/* Attempt a is committed as paying: tell the observers, send create_payment.
+ * If it cannot be sent, the host never saw the id: fail the attempt and
+ * finish op with the error. */
+static void pay_send_create(kp_engine *e, struct pay_op *op, const kp_attempt *a, int64_t expires_at,
+			    const char *currency)
+{
+	wake_at(e, a->next_check_at);
+	copy_id(op->attempt_id, sizeof(op->attempt_id), a->attempt_id);
 	notify(e, op->order_id);
-	kp_log_info(e->d.env, "order %s: attempt %s paying on %s", op->order_id, a.attempt_id, a.channel);
+	kp_log_info(e->d.env, "order %s: attempt %s paying on %s", op->order_id, a->attempt_id, a->channel);
 	op->stage = PAY_WAIT_CREATE;
-	err = send_attempt_op(e, KP_OP_CREATE_PAYMENT, &a, o.expires_at, o.currency, op);
+	kp_err err = send_attempt_op(e, KP_OP_CREATE_PAYMENT, a, expires_at, currency, op);
 	if (err == KP_OK)
 		return;
-	/* Not queued: the host never saw this id, so failing it is safe. */
 	kp_attempt_move m = {
 		.from = KP_ATTEMPT_PAYING, .to = KP_ATTEMPT_FAILED, .now = now_wall(e),
 		.cause = "host link down before create_payment",
 	};
-	kp_err merr = attempt_move(e, a.attempt_id, &m);
+	kp_err merr = attempt_move(e, a->attempt_id, &m);
 	if (merr != KP_OK)
 		kp_log_error(e->d.env, "attempt %s: cannot fail unsent attempt: %s (reconciler will cancel it)",
-			     a.attempt_id, kp_strerror(merr));
+			     a->attempt_id, kp_strerror(merr));
 	notify(e, op->order_id);
 	op->attempt_id[0] = '\0';
 	pay_finish(e, op, err);
+}
+
+/* A pay request, in the list pay_flush answers from. */
+static struct pay_op *pay_op_new(kp_engine *e, const char *order_id, const char *channel, kp_pay_done_fn done,
+				 void *arg)
+{
+	struct pay_op *op = calloc(1, sizeof(*op));
+	if (!op)
+		return NULL;
+	copy_id(op->order_id, sizeof(op->order_id), order_id);
+	copy_id(op->channel, sizeof(op->channel), channel);
+	op->done = done;
+	op->arg = arg;
+	op->next = e->pays;
+	e->pays = op;
+	return op;
+}
+
+/* Take back a pay request that never started (its done is not called). */
+static void pay_op_drop(kp_engine *e, struct pay_op *op)
+{
+	for (struct pay_op **pp = &e->pays; *pp; pp = &(*pp)->next) {
+		if (*pp == op) {
+			*pp = op->next;
+			break;
+		}
+	}
+	free(op);
+}
+
+/* Write-ahead: commit the attempt as paying, then send create_payment. */
+static void pay_start_attempt(kp_engine *e, struct pay_op *op)
+{
+	kp_order o;
+	kp_uuid id;
+	kp_attempt_new req;
+	kp_attempt a;
+	kp_err err = order_payable(e, op->order_id, &o);
+	if (err == KP_OK && !host_up(e))
+		err = KP_ERR_DISCONNECTED;
+	if (err == KP_OK)
+		err = attempt_new_for(e, op->order_id, op->channel, o.amount, &id, &req);
+	if (err == KP_OK) {
+		err = kp_journal_attempt_begin(e->d.journal, &req, &a);
+		if (err != KP_OK)
+			kp_log_warn(e->d.env, "order %s: cannot begin attempt: %s", op->order_id, kp_strerror(err));
+	}
+	if (err != KP_OK) {
+		pay_finish(e, op, err);
+		return;
+	}
+	pay_send_create(e, op, &a, o.expires_at, o.currency);
 }
 
 /* After a cancel of the previous attempt: start the new one, or say why not. */
@@ -455,15 +495,9 @@ kp_err kp_engine_pay(kp_engine *e, const char *order_id, const char *channel, kp
 	if (!host_up(e))
 		return KP_ERR_DISCONNECTED;
 
-	struct pay_op *op = calloc(1, sizeof(*op));
+	struct pay_op *op = pay_op_new(e, order_id, channel, done, arg);
 	if (!op)
 		return KP_ERR_NOMEM;
-	copy_id(op->order_id, sizeof(op->order_id), order_id);
-	copy_id(op->channel, sizeof(op->channel), channel);
-	op->done = done;
-	op->arg = arg;
-	op->next = e->pays;
-	e->pays = op;
 
 	kp_attempt live;
 	err = kp_journal_attempt_live(e->d.journal, order_id, &live);
@@ -1123,8 +1157,9 @@ static bool amount_ok(const kp_engine *e, int64_t amount)
 	return amount >= 1 && amount <= e->cfg.max_amount;
 }
 
-kp_err kp_engine_order_create(kp_engine *e, const kp_order_req *req, kp_order *out, bool *duplicated,
-			      char *why, size_t why_cap)
+/* The journal request of a new order, checked (a fresh id into *id). */
+static kp_err order_new_of(kp_engine *e, const kp_order_req *req, kp_uuid *id, kp_order_new *out, char *why,
+			   size_t why_cap)
 {
 	const char *currency = req->currency ? req->currency : e->cfg.currency;
 	if (!req->dedup_key || !kp_proto_id_valid(req->dedup_key)) {
@@ -1150,26 +1185,94 @@ kp_err kp_engine_order_create(kp_engine *e, const kp_order_req *req, kp_order *o
 		snprintf(why, why_cap, "%s looks like a card number", pan_key ? "dedup_key" : "items");
 		return KP_ERR_INVALID;
 	}
-	kp_uuid id;
-	kp_err err = kp_uuid_new(e->d.env, &id);
+	kp_err err = kp_uuid_new(e->d.env, id);
 	if (err != KP_OK)
 		return err;
 	int64_t now = now_wall(e);
-	kp_order_new o = {
-		.order_id = id.s, .dedup_key = req->dedup_key, .amount = req->amount,
+	*out = (kp_order_new){
+		.order_id = id->s, .dedup_key = req->dedup_key, .amount = req->amount,
 		.currency = currency, .items = req->items, .now = now,
 		.expires_at = now + e->cfg.order_ttl_ms,
 	};
-	err = kp_journal_order_create(e->d.journal, &o, out, duplicated);
+	return KP_OK;
+}
+
+/* After kp_journal_order_create: the reason of an error, or the log line. */
+static void order_created(kp_engine *e, const kp_order_req *req, kp_err err, const kp_order *o, bool duplicated,
+			  char *why, size_t why_cap)
+{
 	if (err == KP_ERR_CONFLICT)
-		snprintf(why, why_cap, "dedup_key %s was used for an order with other content",
-			 req->dedup_key);
+		snprintf(why, why_cap, "dedup_key %s was used for an order with other content", req->dedup_key);
 	else if (err != KP_OK)
 		snprintf(why, why_cap, "%s", kp_strerror(err));
-	else if (!*duplicated)
-		kp_log_info(e->d.env, "order %s created (%lld %s)", out->order_id, (long long)out->amount,
-			    out->currency);
+	else if (!duplicated)
+		kp_log_info(e->d.env, "order %s created (%lld %s)", o->order_id, (long long)o->amount, o->currency);
+}
+
+kp_err kp_engine_order_create(kp_engine *e, const kp_order_req *req, kp_order *out, bool *duplicated,
+			      char *why, size_t why_cap)
+{
+	kp_uuid id;
+	kp_order_new o;
+	kp_err err = order_new_of(e, req, &id, &o, why, why_cap);
+	if (err != KP_OK)
+		return err;
+	err = kp_journal_order_create(e->d.journal, &o, out, duplicated);
+	order_created(e, req, err, out, *duplicated, why, why_cap);
 	return err;
+}
+
+kp_err kp_engine_order_pay(kp_engine *e, const kp_order_req *req, const char *channel, kp_order *out,
+			   bool *duplicated, char *why, size_t why_cap, kp_pay_done_fn done, void *arg)
+{
+	kp_uuid oid, aid;
+	kp_order_new on;
+	kp_attempt_new an;
+	kp_attempt a;
+
+	*duplicated = false;
+	if (!channel_valid(channel) || !done) {
+		snprintf(why, why_cap, "channel \"%s\" is not valid (1..%d of [a-z0-9_-])", channel ? channel : "",
+			 KP_CHANNEL_SIZE - 1);
+		return KP_ERR_INVALID;
+	}
+	kp_err err = order_new_of(e, req, &oid, &on, why, why_cap);
+	if (err != KP_OK)
+		return err;
+	/* What kp_engine_pay would refuse of the new order, before anything is written. */
+	if (on.now > on.expires_at - e->cfg.pay_margin_ms) {
+		snprintf(why, why_cap, "order_ttl leaves no time to pay (pay_margin)");
+		return KP_ERR_EXPIRED;
+	}
+	if (!host_up(e)) {
+		snprintf(why, why_cap, "payment host not connected");
+		return KP_ERR_DISCONNECTED;
+	}
+	/* Allocated first: once committed, nothing may stop the create_payment. */
+	struct pay_op *op = pay_op_new(e, on.order_id, channel, done, arg);
+	if (!op)
+		return KP_ERR_NOMEM;
+	err = attempt_new_for(e, op->order_id, op->channel, on.amount, &aid, &an);
+	if (err == KP_OK)
+		err = kp_journal_begin(e->d.journal);
+	if (err == KP_OK) {
+		/* One transaction: the order and its attempt, already paying. A
+		 * duplicate wrote nothing and starts nothing. */
+		err = kp_journal_order_create(e->d.journal, &on, out, duplicated);
+		if (err == KP_OK && !*duplicated)
+			err = kp_journal_attempt_begin(e->d.journal, &an, &a);
+		if (err == KP_OK && !*duplicated)
+			err = kp_journal_commit(e->d.journal);
+		else
+			kp_journal_rollback(e->d.journal);
+	}
+	order_created(e, req, err, out, *duplicated, why, why_cap);
+	if (err != KP_OK || *duplicated) {
+		pay_op_drop(e, op);
+		return err;
+	}
+	pay_send_create(e, op, &a, out->expires_at, out->currency);
+	return KP_OK;
 }
 
 kp_err kp_engine_cancel(kp_engine *e, const char *order_id, kp_order *out)

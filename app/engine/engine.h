@@ -103,6 +103,24 @@ typedef void (*kp_pay_done_fn)(void *arg, kp_err err, const kp_attempt *attempt,
 kp_err kp_engine_pay(kp_engine *e, const char *order_id, const char *channel, kp_pay_done_fn done,
 		     void *arg) KP_MUST_USE;
 
+/* A one-request sale: create the order and begin paying it on channel in
+ * ONE commit (the order and its attempt, already paying), then send the
+ * create_payment: one fsync less than kp_engine_order_create followed by
+ * kp_engine_pay, for a UI whose customer chose the channel with the cart.
+ * Checks first what both check (KP_ERR_INVALID / KP_ERR_CONFLICT /
+ * KP_ERR_TOO_BIG with why; KP_ERR_DISCONNECTED; KP_ERR_EXPIRED if the
+ * configured TTL leaves no time to pay); on such an error nothing is
+ * committed and done is not called. A duplicate (same dedup_key, same
+ * content): KP_OK, *out is that order, *duplicated = true, no attempt starts
+ * and done is not called (pay it again with kp_engine_pay). Otherwise KP_OK,
+ * *out is the order as committed, and done is called exactly once, later, as
+ * for kp_engine_pay (the attempt as the host's reply left it: paying, or
+ * failed when refused); whatever done says, the order is committed and stays
+ * pending until paid, canceled or expired. */
+kp_err kp_engine_order_pay(kp_engine *e, const kp_order_req *req, const char *channel, kp_order *out,
+			   bool *duplicated, char *why, size_t why_cap, kp_pay_done_fn done,
+			   void *arg) KP_MUST_USE;
+
 /* A QR code as the host gives it, NUL included (host-protocol.md: < 512 bytes). */
 #define KP_QR_SIZE 512
 /* How many attempts' QR codes the engine keeps (the newest). */

@@ -489,6 +489,80 @@ static void test_create_and_dedup(void **state)
 	cJSON_Delete(j);
 }
 
+/* POST /orders with "channel": one request, one answer with the order and
+ * its attempt (paying, with the host's QR); a repeat is the same order and
+ * starts nothing; refusals change nothing. */
+static void test_one_request_sale(void **state)
+{
+	struct fx *f = *state;
+	struct run r;
+	struct snap s;
+	static const char body[] = "{\"dedup_key\":\"cart-one\",\"amount\":300,\"channel\":\"qr\"}";
+
+	snap_take(f, &s);
+	coap(f, &r, "post", "orders", "{\"dedup_key\":\"cart-one\",\"amount\":300,\"channel\":\"Q R\"}");
+	assert_code(&r, "4.00");
+	cJSON *j = body_of(&r);
+	assert_non_null(j);
+	assert_non_null(strstr(jstr(j, "message"), "channel"));
+	cJSON_Delete(j);
+	coap(f, &r, "post", "orders", "{\"dedup_key\":\"cart-one\",\"amount\":300,\"channel\":7}");
+	assert_code(&r, "4.00");
+	f->host.up = false;
+	coap(f, &r, "post", "orders", body);
+	assert_code(&r, "5.03");
+	j = body_of(&r);
+	assert_string_equal(jstr(j, "error"), "disconnected");
+	cJSON_Delete(j);
+	f->host.up = true;
+	snap_same(f, &s);
+
+	coap(f, &r, "post", "orders", body);
+	assert_code(&r, "2.01");
+	j = body_of(&r);
+	assert_non_null(j);
+	char id[KP_ID_SIZE], aid[KP_ID_SIZE], qr[128];
+	snprintf(id, sizeof(id), "%s", jstr(j, "order_id"));
+	assert_string_equal(jstr(j, "status"), "pending");
+	assert_true(cJSON_IsFalse(cJSON_GetObjectItem(j, "duplicated")));
+	assert_null(cJSON_GetObjectItem(j, "pay_error"));
+	cJSON *a = cJSON_GetObjectItem(j, "attempt");
+	assert_non_null(a);
+	snprintf(aid, sizeof(aid), "%s", jstr(a, "attempt_id"));
+	assert_string_equal(jstr(a, "order_id"), id);
+	assert_string_equal(jstr(a, "status"), "paying");
+	assert_string_equal(jstr(a, "channel"), "qr");
+	snprintf(qr, sizeof(qr), "QR:%s", aid);
+	assert_string_equal(jstr(a, "qr"), qr);
+	cJSON_Delete(j);
+	/* Behind the answer: the order and its attempt, as committed. */
+	kp_order o;
+	kp_attempt at;
+	assert_int_equal(kp_journal_order_get(f->j, id, &o), KP_OK);
+	assert_string_equal(o.dedup_key, "cart-one");
+	assert_int_equal(o.amount, 300);
+	assert_int_equal(o.state, KP_ORDER_PENDING);
+	assert_int_equal(kp_journal_attempt_get(f->j, aid, &at), KP_OK);
+	assert_int_equal(at.state, KP_ATTEMPT_PAYING);
+	assert_string_equal(at.order_id, id);
+	kp_api_stats st;
+	kp_api_stats_get(f->api, &st);
+	assert_int_equal(st.pays_waiting, 0);
+
+	/* The same request again (its answer was lost): the same order, nothing new. */
+	int nreq = f->host.nreq;
+	snap_take(f, &s);
+	coap(f, &r, "post", "orders", body);
+	assert_code(&r, "2.01");
+	j = body_of(&r);
+	assert_string_equal(jstr(j, "order_id"), id);
+	assert_true(cJSON_IsTrue(cJSON_GetObjectItem(j, "duplicated")));
+	assert_null(cJSON_GetObjectItem(j, "attempt"));
+	cJSON_Delete(j);
+	snap_same(f, &s);
+	assert_int_equal(f->host.nreq, nreq);
+}
+
 /* Every bad request gets its code and a JSON error, and changes nothing. */
 static void test_rejections_change_nothing(void **state)
 {
@@ -1210,6 +1284,7 @@ int main(void)
 	}
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_create_and_dedup, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_one_request_sale, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rejections_change_nothing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pay_cancel_expired, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_host_down_and_journal_closed, setup, teardown),

@@ -64,45 +64,53 @@ struct order_case {
 	const char *why_has;   /* substring of the reason, for failures */
 	int64_t amount;        /* for successes */
 	const char *items;     /* compact items, for successes ("" none) */
+	const char *channel;   /* "channel", for successes (NULL: none given) */
 };
 
 static const struct order_case order_cases[] = {
-	{"{\"dedup_key\":\"k1\",\"amount\":250}", KP_OK, NULL, 250, ""},
-	{"{\"dedup_key\":\"k1\",\"amount\":250,\"currency\":\"EUR\"}", KP_OK, NULL, 250, ""},
-	{" {\"amount\":1, \"dedup_key\":\"a-b_C9\"} \n", KP_OK, NULL, 1, ""},
-	{"{\"dedup_key\":\"k\",\"amount\":9007199254740992}", KP_OK, NULL, 9007199254740992LL, ""},
-	{"{\"dedup_key\":\"k\",\"amount\":100.0}", KP_OK, NULL, 100, ""},
+	{"{\"dedup_key\":\"k1\",\"amount\":250}", KP_OK, NULL, 250, "", NULL},
+	{"{\"dedup_key\":\"k1\",\"amount\":250,\"currency\":\"EUR\"}", KP_OK, NULL, 250, "", NULL},
+	{" {\"amount\":1, \"dedup_key\":\"a-b_C9\"} \n", KP_OK, NULL, 1, "", NULL},
+	{"{\"dedup_key\":\"k\",\"amount\":9007199254740992}", KP_OK, NULL, 9007199254740992LL, "", NULL},
+	{"{\"dedup_key\":\"k\",\"amount\":100.0}", KP_OK, NULL, 100, "", NULL},
 	{"{\"dedup_key\":\"k\",\"amount\":5,\"items\":[ {\"sku\": \"A1\", \"qty\": 2} ]}", KP_OK, NULL, 5,
-	 "[{\"sku\":\"A1\",\"qty\":2}]"},
-	{"{\"dedup_key\":\"k\",\"amount\":5,\"items\":null}", KP_OK, NULL, 5, ""},
-	{"{\"dedup_key\":\"k\",\"amount\":5,\"extra\":{\"x\":1}}", KP_OK, NULL, 5, ""},
+	 "[{\"sku\":\"A1\",\"qty\":2}]", NULL},
+	{"{\"dedup_key\":\"k\",\"amount\":5,\"items\":null}", KP_OK, NULL, 5, "", NULL},
+	{"{\"dedup_key\":\"k\",\"amount\":5,\"extra\":{\"x\":1}}", KP_OK, NULL, 5, "", NULL},
+	/* a one-request sale; the channel's alphabet is the engine's to check */
+	{"{\"dedup_key\":\"k\",\"amount\":5,\"channel\":\"card\"}", KP_OK, NULL, 5, "", "card"},
+	{"{\"dedup_key\":\"k\",\"amount\":5,\"channel\":\"Card Reader\"}", KP_OK, NULL, 5, "", "Card Reader"},
+	{"{\"dedup_key\":\"k\",\"amount\":5,\"channel\":7}", KP_ERR_INVALID, "channel", 0, NULL, NULL},
+	{"{\"dedup_key\":\"k\",\"amount\":5,\"channel\":\"\"}", KP_ERR_INVALID, "channel", 0, NULL, NULL},
+	{"{\"dedup_key\":\"k\",\"amount\":5,\"channel\":null}", KP_ERR_INVALID, "channel", 0, NULL, NULL},
+	{"{\"dedup_key\":\"k\",\"amount\":5,\"channel\":\"abcdefghijklmnopq\"}", KP_ERR_INVALID, "channel", 0, NULL, NULL},
 	/* malformed */
-	{"", KP_ERR_INVALID, "body is required", 0, NULL},
-	{"{", KP_ERR_INVALID, "malformed", 0, NULL},
-	{"{\"dedup_key\":\"k\",\"amount\":5", KP_ERR_INVALID, "malformed", 0, NULL},
-	{"{\"dedup_key\":\"k\",\"amount\":5} trailing", KP_ERR_INVALID, "malformed", 0, NULL},
-	{"{\"dedup_key\":\"k\",\"amount\":5}{}", KP_ERR_INVALID, "malformed", 0, NULL},
-	{"[1,2]", KP_ERR_INVALID, "object", 0, NULL},
-	{"\"text\"", KP_ERR_INVALID, "object", 0, NULL},
-	{"null", KP_ERR_INVALID, "object", 0, NULL},
+	{"", KP_ERR_INVALID, "body is required", 0, NULL, NULL},
+	{"{", KP_ERR_INVALID, "malformed", 0, NULL, NULL},
+	{"{\"dedup_key\":\"k\",\"amount\":5", KP_ERR_INVALID, "malformed", 0, NULL, NULL},
+	{"{\"dedup_key\":\"k\",\"amount\":5} trailing", KP_ERR_INVALID, "malformed", 0, NULL, NULL},
+	{"{\"dedup_key\":\"k\",\"amount\":5}{}", KP_ERR_INVALID, "malformed", 0, NULL, NULL},
+	{"[1,2]", KP_ERR_INVALID, "object", 0, NULL, NULL},
+	{"\"text\"", KP_ERR_INVALID, "object", 0, NULL, NULL},
+	{"null", KP_ERR_INVALID, "object", 0, NULL, NULL},
 	/* missing / wrong types */
-	{"{\"amount\":5}", KP_ERR_INVALID, "dedup_key", 0, NULL},
-	{"{\"dedup_key\":\"k\"}", KP_ERR_INVALID, "amount", 0, NULL},
-	{"{\"dedup_key\":5,\"amount\":5}", KP_ERR_INVALID, "dedup_key", 0, NULL},
-	{"{\"dedup_key\":\"\",\"amount\":5}", KP_ERR_INVALID, "dedup_key", 0, NULL},
-	{"{\"dedup_key\":\"k\",\"amount\":0}", KP_ERR_INVALID, "amount", 0, NULL},
-	{"{\"dedup_key\":\"k\",\"amount\":-5}", KP_ERR_INVALID, "amount", 0, NULL},
-	{"{\"dedup_key\":\"k\",\"amount\":1.5}", KP_ERR_INVALID, "amount", 0, NULL},
-	{"{\"dedup_key\":\"k\",\"amount\":\"100\"}", KP_ERR_INVALID, "amount", 0, NULL},
-	{"{\"dedup_key\":\"k\",\"amount\":true}", KP_ERR_INVALID, "amount", 0, NULL},
-	{"{\"dedup_key\":\"k\",\"amount\":null}", KP_ERR_INVALID, "amount", 0, NULL},
-	{"{\"dedup_key\":\"k\",\"amount\":9007199254740994}", KP_ERR_INVALID, "amount", 0, NULL},
-	{"{\"dedup_key\":\"k\",\"amount\":1e300}", KP_ERR_INVALID, "amount", 0, NULL},
-	{"{\"dedup_key\":\"k\",\"amount\":5,\"currency\":\"EURO\"}", KP_ERR_INVALID, "currency", 0, NULL},
-	{"{\"dedup_key\":\"k\",\"amount\":5,\"currency\":978}", KP_ERR_INVALID, "currency", 0, NULL},
-	{"{\"dedup_key\":\"k\",\"amount\":5,\"items\":\"two cokes\"}", KP_ERR_INVALID, "items", 0, NULL},
-	{"{\"dedup_key\":\"k\",\"amount\":5,\"amount\":6}", KP_ERR_INVALID, "twice", 0, NULL},
-	{"{\"dedup_key\":\"k\\u0000x\",\"amount\":5}", KP_ERR_INVALID, "NUL", 0, NULL},
+	{"{\"amount\":5}", KP_ERR_INVALID, "dedup_key", 0, NULL, NULL},
+	{"{\"dedup_key\":\"k\"}", KP_ERR_INVALID, "amount", 0, NULL, NULL},
+	{"{\"dedup_key\":5,\"amount\":5}", KP_ERR_INVALID, "dedup_key", 0, NULL, NULL},
+	{"{\"dedup_key\":\"\",\"amount\":5}", KP_ERR_INVALID, "dedup_key", 0, NULL, NULL},
+	{"{\"dedup_key\":\"k\",\"amount\":0}", KP_ERR_INVALID, "amount", 0, NULL, NULL},
+	{"{\"dedup_key\":\"k\",\"amount\":-5}", KP_ERR_INVALID, "amount", 0, NULL, NULL},
+	{"{\"dedup_key\":\"k\",\"amount\":1.5}", KP_ERR_INVALID, "amount", 0, NULL, NULL},
+	{"{\"dedup_key\":\"k\",\"amount\":\"100\"}", KP_ERR_INVALID, "amount", 0, NULL, NULL},
+	{"{\"dedup_key\":\"k\",\"amount\":true}", KP_ERR_INVALID, "amount", 0, NULL, NULL},
+	{"{\"dedup_key\":\"k\",\"amount\":null}", KP_ERR_INVALID, "amount", 0, NULL, NULL},
+	{"{\"dedup_key\":\"k\",\"amount\":9007199254740994}", KP_ERR_INVALID, "amount", 0, NULL, NULL},
+	{"{\"dedup_key\":\"k\",\"amount\":1e300}", KP_ERR_INVALID, "amount", 0, NULL, NULL},
+	{"{\"dedup_key\":\"k\",\"amount\":5,\"currency\":\"EURO\"}", KP_ERR_INVALID, "currency", 0, NULL, NULL},
+	{"{\"dedup_key\":\"k\",\"amount\":5,\"currency\":978}", KP_ERR_INVALID, "currency", 0, NULL, NULL},
+	{"{\"dedup_key\":\"k\",\"amount\":5,\"items\":\"two cokes\"}", KP_ERR_INVALID, "items", 0, NULL, NULL},
+	{"{\"dedup_key\":\"k\",\"amount\":5,\"amount\":6}", KP_ERR_INVALID, "twice", 0, NULL, NULL},
+	{"{\"dedup_key\":\"k\\u0000x\",\"amount\":5}", KP_ERR_INVALID, "NUL", 0, NULL, NULL},
 };
 
 static void test_parse_order_table(void **state)
@@ -120,6 +128,8 @@ static void test_parse_order_table(void **state)
 			assert_int_equal(b.amount, c->amount);
 			assert_string_equal(b.items, c->items);
 			assert_int_equal(b.has_items, c->items[0] != '\0');
+			assert_int_equal(b.has_channel, c->channel != NULL);
+			assert_string_equal(b.channel, c->channel ? c->channel : "");
 		} else if (!strstr(why, c->why_has)) {
 			fail_msg("case %zu %s: reason \"%s\" lacks \"%s\"", i, c->body, why, c->why_has);
 		}
@@ -320,6 +330,21 @@ static void test_render(void **state)
 	s = render(kp_api_json_order(&o, NULL, NULL, 0, NULL, 0));
 	assert_non_null(strstr(s, "\"items\":\"not json\""));
 	assert_non_null(strstr(s, "\"attempts\":[],\"refunds\":[]"));
+	cJSON_free(s);
+
+	/* A one-request sale's answer: the created answer and the attempt, or
+	 * why the payment did not start. */
+	o.state = KP_ORDER_PENDING;
+	s = render(kp_api_json_created_paying(&o, &a[0], "qr-1", KP_OK, NULL));
+	assert_string_equal(s, "{\"order_id\":\"o1\",\"status\":\"pending\",\"amount\":250,\"currency\":\"EUR\","
+			       "\"expires_at\":1800000300000,\"duplicated\":false,\"attempt\":{\"attempt_id\":\"a1\","
+			       "\"order_id\":\"o1\",\"channel\":\"card\",\"status\":\"failed\",\"amount\":250,"
+			       "\"qr\":\"qr-1\",\"created_at\":0,\"updated_at\":0}}");
+	cJSON_free(s);
+	s = render(kp_api_json_created_paying(&o, NULL, NULL, KP_ERR_DISCONNECTED, "order o1: host down"));
+	assert_string_equal(s, "{\"order_id\":\"o1\",\"status\":\"pending\",\"amount\":250,\"currency\":\"EUR\","
+			       "\"expires_at\":1800000300000,\"duplicated\":false,\"pay_error\":{\"error\":"
+			       "\"disconnected\",\"message\":\"order o1: host down\"}}");
 	cJSON_free(s);
 
 	s = render(kp_api_json_error(KP_ERR_CONFLICT, "dedup_key k1 was used"));

@@ -411,6 +411,127 @@ static void test_order_validation_and_dedup(void **state)
 	assert_int_equal(st.orders[KP_ORDER_PENDING], 1);
 }
 
+/* POST /orders with a channel: the order and its attempt in one commit,
+ * the create_payment after it; refusals and a duplicate write nothing. */
+static void test_order_pay_one_commit(void **state)
+{
+	struct fixture *f = *state;
+	kp_order o, again;
+	bool dup = true;
+	char why[128] = "";
+	struct pay_result r = {0};
+	kp_journal_stats before, after;
+	kp_order_req req = {.dedup_key = "one-1", .amount = 420};
+
+	/* Refused before anything is written: bad channel, bad order, host down. */
+	assert_int_equal(kp_journal_stats_get(f->j, &before), KP_OK);
+	int64_t syncs = wal_syncs();
+	assert_int_equal(kp_engine_order_pay(f->e, &req, "Card!", &o, &dup, why, sizeof(why), pay_done, &r),
+			 KP_ERR_INVALID);
+	assert_non_null(strstr(why, "channel"));
+	kp_order_req bad = {.dedup_key = "one-1", .amount = 0};
+	assert_int_equal(kp_engine_order_pay(f->e, &bad, "card", &o, &dup, why, sizeof(why), pay_done, &r),
+			 KP_ERR_INVALID);
+	assert_non_null(strstr(why, "amount"));
+	f->host.up = false;
+	assert_int_equal(kp_engine_order_pay(f->e, &req, "card", &o, &dup, why, sizeof(why), pay_done, &r),
+			 KP_ERR_DISCONNECTED);
+	f->host.up = true;
+	assert_int_equal(wal_syncs(), syncs);
+	assert_int_equal(kp_journal_stats_get(f->j, &after), KP_OK);
+	assert_memory_equal(&before, &after, sizeof(before));
+	assert_int_equal(f->host.nreq, 0);
+	(void)kp_engine_tick(f->e);
+	assert_int_equal(r.calls, 0);
+
+	/* The sale: one WAL sync for the order and its paying attempt. */
+	assert_int_equal(kp_engine_order_pay(f->e, &req, "qr", &o, &dup, why, sizeof(why), pay_done, &r), KP_OK);
+	assert_int_equal(wal_syncs(), syncs + 1);
+	assert_false(dup);
+	assert_int_equal(o.state, KP_ORDER_PENDING);
+	assert_int_equal(o.amount, 420);
+	assert_int_equal(order_state(f, o.order_id), KP_ORDER_PENDING);
+	kp_attempt arr[4];
+	size_t n = 0;
+	assert_int_equal(kp_journal_attempts_of_order(f->j, o.order_id, arr, 4, &n), KP_OK);
+	assert_int_equal(n, 1);
+	assert_int_equal(arr[0].state, KP_ATTEMPT_PAYING);
+	assert_string_equal(arr[0].channel, "qr");
+	assert_int_equal(arr[0].amount, 420);
+	struct fake_req *q = find_req(f, KP_OP_CREATE_PAYMENT, arr[0].attempt_id);
+	assert_non_null(q);
+	assert_string_equal(q->msg.order_id, o.order_id);
+	assert_int_equal(q->msg.amount, 420);
+	assert_int_equal(r.calls, 0); /* never inside the call */
+
+	/* The host's pending reply answers it, with the QR; it writes nothing. */
+	kp_host_msg m;
+	pending_with_qr(&m, q, "https://pay.example/qr/one");
+	answer(q, KP_OK, &m);
+	(void)kp_engine_tick(f->e);
+	assert_int_equal(wal_syncs(), syncs + 1);
+	assert_int_equal(r.calls, 1);
+	assert_int_equal(r.err, KP_OK);
+	assert_string_equal(r.a.attempt_id, arr[0].attempt_id);
+	assert_int_equal(r.a.state, KP_ATTEMPT_PAYING);
+	assert_string_equal(r.qr, "https://pay.example/qr/one");
+
+	/* The same request again (a lost answer): the same order, nothing new. */
+	struct pay_result r2 = {0};
+	int nreq = f->host.nreq;
+	assert_int_equal(kp_engine_order_pay(f->e, &req, "card", &again, &dup, why, sizeof(why), pay_done, &r2),
+			 KP_OK);
+	assert_true(dup);
+	assert_string_equal(again.order_id, o.order_id);
+	assert_int_equal(wal_syncs(), syncs + 1);
+	assert_int_equal(f->host.nreq, nreq);
+	assert_int_equal(kp_journal_attempts_of_order(f->j, o.order_id, arr, 4, &n), KP_OK);
+	assert_int_equal(n, 1);
+	(void)kp_engine_tick(f->e);
+	assert_int_equal(r2.calls, 0);
+	/* Same key, other content: a conflict, nothing written. */
+	kp_order_req other = {.dedup_key = "one-1", .amount = 421};
+	assert_int_equal(kp_engine_order_pay(f->e, &other, "qr", &again, &dup, why, sizeof(why), pay_done, &r2),
+			 KP_ERR_CONFLICT);
+	assert_non_null(strstr(why, "one-1"));
+	assert_int_equal(wal_syncs(), syncs + 1);
+
+	/* The rest of the sale is the usual one. */
+	confirm(f, 7, arr[0].attempt_id, "txn-one", "succeeded", 420);
+	assert_int_equal(order_state(f, o.order_id), KP_ORDER_PAID);
+	assert_int_equal(kp_engine_vend(f->e, o.order_id, true, &again), KP_OK);
+	assert_int_equal(again.state, KP_ORDER_FULFILLED);
+	assert_int_equal(wal_syncs(), syncs + 3);
+}
+
+/* The host refuses the create_payment: the order stays (committed, pending,
+ * payable again) and done shows the attempt failed. */
+static void test_order_pay_host_refuses(void **state)
+{
+	struct fixture *f = *state;
+	kp_order o;
+	bool dup = true;
+	char why[128] = "";
+	struct pay_result r = {0};
+	kp_order_req req = {.dedup_key = "one-2", .amount = 99};
+	assert_int_equal(kp_engine_order_pay(f->e, &req, "card", &o, &dup, why, sizeof(why), pay_done, &r), KP_OK);
+	struct fake_req *q = find_req(f, KP_OP_CREATE_PAYMENT, NULL);
+	assert_non_null(q);
+	char attempt_id[KP_ID_SIZE];
+	snprintf(attempt_id, sizeof(attempt_id), "%s", q->msg.attempt_id);
+	answer_payment(q, "failed", NULL, 0);
+	(void)kp_engine_tick(f->e);
+	assert_int_equal(r.calls, 1);
+	assert_int_equal(r.err, KP_OK); /* the answer is the attempt as the reply left it */
+	assert_int_equal(r.a.state, KP_ATTEMPT_FAILED);
+	assert_string_equal(r.qr, "");
+	assert_int_equal(attempt_state(f, attempt_id), KP_ATTEMPT_FAILED);
+	assert_int_equal(order_state(f, o.order_id), KP_ORDER_PENDING);
+	kp_attempt a;
+	pay_pending(f, o.order_id, "card", &a); /* paid again the usual way */
+	assert_string_not_equal(a.attempt_id, attempt_id);
+}
+
 static void test_sale_confirm_vend(void **state)
 {
 	struct fixture *f = *state;
@@ -1050,6 +1171,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_order_validation_and_dedup, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sale_confirm_vend, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_order_pay_one_commit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_order_pay_host_refuses, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pay_refusals, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_repay_after_failed_attempt, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_two_channels_both_paid, setup, teardown),
