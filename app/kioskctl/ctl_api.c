@@ -243,6 +243,14 @@ static void print_order(const cJSON *o)
 	}
 }
 
+static void print_attempt(const cJSON *o)
+{
+	printf("attempt %s %s on %s\n", jstr(o, "attempt_id"), jstr(o, "status"), jstr(o, "channel"));
+	if (jstr(o, "qr")[0])
+		printf("qr %s\n", jstr(o, "qr"));
+}
+
+/* POST /orders' answer; with --channel also the attempt, or why none. */
 static void print_created(const cJSON *o)
 {
 	char t[32];
@@ -250,13 +258,12 @@ static void print_created(const cJSON *o)
 	       (long long)jint(o, "amount"), jstr(o, "currency"), iso_time(jint(o, "expires_at"), t, sizeof(t)),
 	       cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "duplicated")) ? " (duplicated: existing order)"
 										: "");
-}
-
-static void print_attempt(const cJSON *o)
-{
-	printf("attempt %s %s on %s\n", jstr(o, "attempt_id"), jstr(o, "status"), jstr(o, "channel"));
-	if (jstr(o, "qr")[0])
-		printf("qr %s\n", jstr(o, "qr"));
+	const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, "attempt");
+	const cJSON *e = cJSON_GetObjectItemCaseSensitive(o, "pay_error");
+	if (cJSON_IsObject(a))
+		print_attempt(a);
+	if (cJSON_IsObject(e))
+		printf("payment not started: %s: %s\n", jstr(e, "error"), jstr(e, "message"));
 }
 
 static void print_events(const cJSON *o)
@@ -374,7 +381,7 @@ static bool id_ok(const char *s)
 int kctl_order_create(const kctl_ctx *ctx, int argc, char **argv)
 {
 	const kctl_cmd *self = kctl_cmd_of(kctl_order_create);
-	const char *key = NULL, *amount_s = NULL, *currency = NULL, *items_s = NULL;
+	const char *key = NULL, *amount_s = NULL, *currency = NULL, *items_s = NULL, *channel = NULL;
 	int64_t amount;
 	cJSON *body = NULL, *items = NULL;
 	char *text = NULL;
@@ -385,6 +392,7 @@ int kctl_order_create(const kctl_ctx *ctx, int argc, char **argv)
 				 : strcmp(argv[i], "--amount") == 0    ? &amount_s
 				 : strcmp(argv[i], "--currency") == 0  ? &currency
 				 : strcmp(argv[i], "--items") == 0     ? &items_s
+				 : strcmp(argv[i], "--channel") == 0   ? &channel
 								       : NULL;
 		if (!dst)
 			return kctl_usage_error(ctx, self, "unknown argument %s", argv[i]);
@@ -409,7 +417,8 @@ int kctl_order_create(const kctl_ctx *ctx, int argc, char **argv)
 	body = cJSON_CreateObject();
 	bool ok = body && cJSON_AddStringToObject(body, "dedup_key", key) &&
 		  cJSON_AddNumberToObject(body, "amount", (double)amount) &&
-		  (!currency || cJSON_AddStringToObject(body, "currency", currency));
+		  (!currency || cJSON_AddStringToObject(body, "currency", currency)) &&
+		  (!channel || cJSON_AddStringToObject(body, "channel", channel));
 	if (ok && items) {
 		ok = cJSON_AddItemToObject(body, "items", items);
 		if (ok)

@@ -29,8 +29,8 @@ static const kctl_cmd commands[] = {
 	{"journal", "export", kctl_journal_export, "PATH", "print a journal as JSON, read-only",
 	 "Prints one JSON object: every order with its attempts and refunds, the orphan\n"
 	 "refunds (no order), every confirmation and every event. Read-only.\n"},
-	{"order", "create", kctl_order_create, "--dedup-key KEY --amount N [--currency CUR] [--items JSON]",
-	 "create an order (or get the one with this dedup key)",
+	{"order", "create", kctl_order_create, "--dedup-key KEY --amount N [--currency CUR] [--items JSON] [--channel CH]",
+	 "create an order (or get the one with this dedup key); --channel: and pay it, in one request",
 	 "POST /orders on kioskpayd. --amount is an integer in minor units, --items a JSON\n"
 	 "array or object. The same --dedup-key with the same content returns the same order\n"
 	 "(\"duplicated\"); with other content kioskpayd answers 4.09 conflict (exit 1).\n"

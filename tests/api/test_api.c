@@ -1168,17 +1168,19 @@ static void test_observe_many_evicts_oldest(void **state)
 /* ---------- kioskctl over the same API ---------- */
 
 /* Run kioskctl --api <server> args... */
-static void ctl(struct fx *f, struct run *r, const char *a0, const char *a1, const char *a2, const char *a3,
-		const char *a4, const char *a5, const char *a6)
+/* kioskctl --api ADDR and up to 8 arguments, NULL-terminated. */
+static void ctl(struct fx *f, struct run *r, ...)
 {
-	const char *in[] = {a0, a1, a2, a3, a4, a5, a6};
-	char *argv[12];
+	char *argv[14];
 	int n = 0;
 	argv[n++] = (char *)KIOSKCTL;
 	argv[n++] = (char *)"--api";
 	argv[n++] = f->addr;
-	for (size_t i = 0; i < sizeof(in) / sizeof(in[0]) && in[i]; i++)
-		argv[n++] = (char *)in[i];
+	va_list ap;
+	va_start(ap, r);
+	for (const char *a = va_arg(ap, const char *); a && n < 11; a = va_arg(ap, const char *))
+		argv[n++] = (char *)a;
+	va_end(ap);
 	argv[n] = NULL;
 	run(f, argv, r);
 }
@@ -1206,6 +1208,20 @@ static void test_kioskctl(void **state)
 	ctl(f, &r, "order", "create", "--dedup-key", "ctl-1", "--amount", "300", NULL);
 	expect_exit(&r, 0);
 	assert_non_null(strstr(r.out, "duplicated"));
+
+	/* --channel: a one-request sale, the order and its attempt. */
+	char id2[KP_ID_SIZE], aid[KP_ID_SIZE];
+	ctl(f, &r, "order", "create", "--dedup-key", "ctl-one", "--amount", "120", "--channel", "qr", NULL);
+	expect_exit(&r, 0);
+	assert_true(sscanf(r.out, "order %64s pending 120 EUR", id2) == 1);
+	const char *line = strstr(r.out, "\nattempt ");
+	assert_non_null(line);
+	assert_true(sscanf(line, "\nattempt %64s paying on qr", aid) == 1);
+	assert_non_null(strstr(r.out, "qr QR:"));
+	kp_attempt a;
+	assert_int_equal(kp_journal_attempt_get(f->j, aid, &a), KP_OK);
+	assert_string_equal(a.order_id, id2);
+	assert_int_equal(a.state, KP_ATTEMPT_PAYING);
 
 	/* --json: the raw answer. */
 	ctl(f, &r, "--json", "order", "show", id, NULL, NULL, NULL);
@@ -1258,7 +1274,7 @@ static void test_kioskctl(void **state)
 	snap_take(f, &s);
 	ctl(f, &r, "order", "create", "--dedup-key", "ctl-2", "--amount", "1.5", NULL);
 	expect_exit(&r, 2);
-	ctl(f, &r, "order", "create", "--dedup-key", "ctl-2", "--amount", "5", "--items");
+	ctl(f, &r, "order", "create", "--dedup-key", "ctl-2", "--amount", "5", "--items", NULL);
 	expect_exit(&r, 2);
 	ctl(f, &r, "order", "vend", id, "maybe", NULL, NULL, NULL);
 	expect_exit(&r, 2);
