@@ -86,8 +86,17 @@ bench_journal() {
 	fig journal "journal commits/s (baseline: plain SQLite, same pragmas)" "$ja" "$bb" "$(ratio "$ja" "$bb")" ">= 0.8x"
 	fig journal "journal commits/s (baseline: raw 4 KiB append+fdatasync, same rounds)" "$jf" "$fps" \
 		"$(ratio "$jf" "$fps")" "<= 1 (bound)"
-	fig journal "syncs per completed payment (baseline: 4 bare commits)" "$sp" "$bsp" "$(ratio "$sp" "$bsp")" "<= 4"
-	fig journal "KiB written per completed payment (baseline: 4 bare commits)" "$kp" "$bkp" "$(ratio "$kp" "$bkp")" "<= 16"
+	fig journal "syncs per completed payment, one-request sale (baseline: 3 bare commits)" "$sp" "$bsp" \
+		"$(ratio "$sp" "$bsp")" "<= 4"
+	fig journal "KiB written per completed payment, one-request sale (baseline: 3 bare commits)" "$kp" "$bkp" \
+		"$(ratio "$kp" "$bkp")" "<= 16"
+	# The same sale as POST /orders then /pay: the order is a commit of its own.
+	local j4=$res/journal-two-requests.json s4 k4
+	"$bin" --dir "${BENCH_DIR:-/tmp}" --two-requests --json "$j4" ${BENCH_JOURNAL_ARGS:-} >"$res/journal-two-requests.log"
+	s4=$(jnum "$j4" syncs_per_payment) k4=$(jnum "$j4" kib_per_payment)
+	echo "two requests (POST /orders, then /pay): $s4 syncs, $k4 KiB per completed payment"
+	fig journal "syncs / KiB per payment, POST /orders then /pay (baseline: one-request sale)" "$s4 / $k4" \
+		"$sp / $kp" "$(ratio "$s4" "$sp") / $(ratio "$k4" "$kp")" "-"
 	fig journal "payments/s, journal (baseline: naive design)" "$pj" "$pn" "$(ratio "$pj" "$pn")" "> 1x"
 	fig journal "syncs per payment, naive design (baseline: journal)" "$sn" "$sp" "$(ratio "$sn" "$sp")" "-"
 	fig journal "KiB per payment, naive design (baseline: journal)" "$kn" "$kp" "$(ratio "$kn" "$kp")" "-"
@@ -146,7 +155,7 @@ customers() {
 	t0=$(date +%s.%N)
 	for i in $(seq 1 "$c"); do
 		"$build/tests/load/kp-load" --api "127.0.0.1:$ap" --control "127.0.0.1:$cp" --orders "$n" \
-			--prefix "$prefix$i" --seed "$i" >"$dir/load-$prefix$i.json" 2>/dev/null &
+			--prefix "$prefix$i" --seed "$i" --one-request >"$dir/load-$prefix$i.json" 2>/dev/null &
 		pids+=($!)
 	done
 	wait "${pids[@]}" || true
@@ -172,7 +181,7 @@ bench_sale() {
 	j1=$("$jbin" --dir "${BENCH_DIR:-/tmp}" --payments "$n" | grep '^(a) journal')
 	stack_start sale
 	local out rss stack jonly conc=${BENCH_SALE_CUSTOMERS:-4} paid secs rate p50 p99 cpaid crate
-	out=$("$load" --api "127.0.0.1:$ap" --control "127.0.0.1:$cp" --orders "$n" --prefix bench)
+	out=$("$load" --api "127.0.0.1:$ap" --control "127.0.0.1:$cp" --orders "$n" --prefix bench --one-request)
 	# The same with several customers at once (a kiosk with a card reader and a
 	# QR screen, or lanes): the service's throughput rather than one customer's latency.
 	customers "$conc" "$n" c
@@ -188,7 +197,7 @@ bench_sale() {
 	echo "full stack:    $stack completed payments/s (one customer at a time, through CoAP, TLS and the simulator)"
 	echo "  order->paid: p50 $(echo "$out" | sed -n 's/.*"order_to_paid_ms_p50":\([0-9.]*\).*/\1/p') ms, p99 $(echo "$out" | sed -n 's/.*"order_to_paid_ms_p99":\([0-9.]*\).*/\1/p') ms"
 	echo "full stack:    $crate completed payments/s ($conc customers at once, $cpaid paid)"
-	echo "journal only:  $jonly completed payments/s (the same 5 commits per payment, no network; $j1 before the stack, $j2 after)"
+	echo "journal only:  $jonly completed payments/s (the same 3 commits per payment, no network; $j1 before the stack, $j2 after)"
 	awk -v a="$stack" -v c="$crate" -v b="$jonly" 'BEGIN { if (b > 0) printf "ratio full/journal = %.2f one customer, %.2f several (target >= 0.5)\n", a / b, c / b }'
 	echo "kioskpayd peak RSS (VmHWM): $rss KiB (target < 8192 KiB)"
 	local p50 p99
@@ -284,7 +293,7 @@ bench_replay() {
 }
 
 # CPU: instructions for one completed payment through engine + journal (fake
-# host, fake clock), counted by callgrind, beside the same 4 commits as bare
+# host, fake clock), counted by callgrind, beside the same 3 commits as bare
 # single-row SQLite. Stable on a busy machine: kernel time (fsync) is not counted.
 bench_cpu() {
 	local bin=$build/tests/bench/kp-bench-cpu n=${BENCH_CPU_PAYMENTS:-200}
@@ -306,10 +315,10 @@ bench_cpu() {
 	callgrind_annotate --inclusive=yes "$res/callgrind-pay.out" 2>/dev/null |
 		grep -E 'kp_|event_add|success_in_txn|apply_|due_|pay_' | head -n 20 >"$res/callgrind-top.txt" || true
 	echo "instructions per completed payment (engine + journal, fake host): $pay"
-	echo "instructions per 4 bare single-row SQLite commits:               $base"
+	echo "instructions per 3 bare single-row SQLite commits:               $base"
 	echo "ratio $(ratio "$pay" "$base" %.1f); heaviest kp functions (inclusive) in $res/callgrind-top.txt:"
 	head -n 8 "$res/callgrind-top.txt" | sed 's/^/  /'
-	fig cpu "instructions per completed payment, engine+journal (baseline: 4 bare SQLite commits)" \
+	fig cpu "instructions per completed payment, engine+journal (baseline: 3 bare SQLite commits)" \
 		"$pay" "$base" "$(ratio "$pay" "$base" %.1f)" "stable"
 	printf '{"payments":%s,"instructions_per_payment":%s,"baseline_instructions":%s}\n' "$n" "$pay" "$base" \
 		>"$res/cpu-detail.json"

@@ -1,5 +1,5 @@
 /* bench_cpu.c — the CPU cost of one completed payment through the engine and
- * the journal (order, pay, the host's pending reply, confirm, vend) with a fake
+ * the journal (order and pay in one request, the host's pending reply, confirm, vend) with a fake
  * host answering at once and a fake clock, so that every run executes the same
  * instructions. Meant to run under valgrind --tool=callgrind
  * --toggle-collect=pay_many: instructions per payment are a figure that a busy
@@ -102,8 +102,8 @@ static void pay_one(struct run *r)
 	kp_order_req req = {.dedup_key = key, .amount = 250, .items = "[{\"sku\":\"cola-33cl\",\"qty\":1}]"};
 	kp_order o;
 	bool dup = false;
-	if (kp_engine_order_create(r->e, &req, &o, &dup, why, sizeof(why)) != KP_OK ||
-	    kp_engine_pay(r->e, o.order_id, "card", on_paid, r) != KP_OK) {
+	/* A one-request sale (POST /orders with "channel"): order and attempt in one commit. */
+	if (kp_engine_order_pay(r->e, &req, "card", &o, &dup, why, sizeof(why), on_paid, r) != KP_OK || dup) {
 		r->failures++;
 		return;
 	}
@@ -175,7 +175,7 @@ static int base_step(sqlite3_stmt *st)
 }
 
 /* After the insert, one update per later commit of a payment. */
-static const char *const base_states[] = {"paying", "paid", "fulfilled"};
+static const char *const base_states[] = {"paid", "fulfilled"};
 #define BASE_COMMITS (1 + (int)(sizeof(base_states) / sizeof(base_states[0])))
 
 static int base_one(struct base *b)

@@ -21,10 +21,13 @@
 
 #define ROUNDS 10
 /* The journal's commits for one completed payment, as the engine makes them
- * (docs/engine.md, "A sale"): order create | attempt begin | confirmation +
- * attempt succeeded + order paid | order fulfilled. The host's `pending`
- * reply (its QR code) writes nothing since schema 4. */
-#define COMMITS_PER_PAYMENT 4
+ * (docs/engine.md, "A sale"): order + attempt begin (a one-request sale,
+ * POST /orders with "channel") | confirmation + attempt succeeded + order paid
+ * | order fulfilled. With --two-requests (POST /orders, then /pay) the order
+ * and the attempt are a commit each: 4. The host's `pending` reply (its QR
+ * code) writes nothing since schema 4. */
+static int commits_per_payment = 3;
+#define COMMITS_PER_PAYMENT commits_per_payment
 
 struct opts {
 	const char *dir; /* parent of the temp dir */
@@ -134,13 +137,16 @@ static void pay_one(struct jside *s)
 			   .items = "[{\"sku\":\"cola-33cl\",\"qty\":1}]", .now = t, .expires_at = t + 300000};
 	kp_order o;
 	bool dup;
-	kp_err err = kp_journal_order_create(s->j, &on, &o, &dup);
+	bool one = COMMITS_PER_PAYMENT == 3;
+	kp_err err = one ? kp_journal_begin(s->j) : KP_OK;
+	if (err == KP_OK)
+		err = kp_journal_order_create(s->j, &on, &o, &dup);
 	if (err != KP_OK)
 		die("order create", err);
 	kp_attempt_new an = {.attempt_id = aid, .order_id = oid, .channel = "card", .amount = 250,
 			     .now = t + 1, .next_check_at = t + 5001};
 	kp_attempt a;
-	if ((err = kp_journal_attempt_begin(s->j, &an, &a)) != KP_OK)
+	if ((err = kp_journal_attempt_begin(s->j, &an, &a)) != KP_OK || (one && (err = kp_journal_commit(s->j)) != KP_OK))
 		die("attempt begin", err);
 	kp_confirmation c = {.seq = i, .status = KP_CONFIRM_SUCCEEDED, .amount = 250, .at = t + 2,
 			     .received_at = t + 3};
@@ -218,16 +224,17 @@ static void bstep(struct bside *b, sqlite3_stmt *st)
 	sqlite3_reset(st);
 }
 
-/* The same number of commits as one payment: an insert and four updates. */
+/* The same number of commits as one payment: an insert and 2 or 3 updates. */
 static void bpay_one(struct bside *b)
 {
 	int id = ++b->next;
-	static const char *const states[COMMITS_PER_PAYMENT - 1] = {"paying", "paid", "fulfilled"};
+	static const char *const states[] = {"paying", "paid", "fulfilled"};
+	const char *const *last = states + 3 - (COMMITS_PER_PAYMENT - 1);
 	sqlite3_bind_int(b->ins, 1, id);
 	bstep(b, b->ins);
 	for (int k = 0; k < COMMITS_PER_PAYMENT - 1; k++) {
 		sqlite3_bind_int(b->upd, 1, id);
-		sqlite3_bind_text(b->upd, 2, states[k], -1, SQLITE_STATIC);
+		sqlite3_bind_text(b->upd, 2, last[k], -1, SQLITE_STATIC);
 		bstep(b, b->upd);
 	}
 }
@@ -422,10 +429,11 @@ static void io_per(const kp_count_stats *d, int n, double *syncs, double *kib)
 static void usage(void)
 {
 	fprintf(stderr, "usage: kp-bench-journal [--dir DIR] [--payments N] [--page-size BYTES]\n"
-			"                         [--autocheckpoint PAGES] [--json FILE]\n"
+			"                         [--autocheckpoint PAGES] [--two-requests] [--json FILE]\n"
 			"  measures in a fresh temp dir under DIR (default /tmp); N completed payments\n"
 			"  (default 300); page size of the journal and the baseline (default the\n"
 			"  journal's, %d); the journal's WAL autocheckpoint (default the daemon's);\n"
+			"  --two-requests: a sale as POST /orders then /pay (4 commits, not 3);\n"
 			"  --json: the figures as one JSON object too\n", KP_JOURNAL_PAGE_SIZE);
 	exit(2);
 }
@@ -452,6 +460,8 @@ int main(int argc, char **argv)
 			op.page_size = int_arg(argv[++i], 512, 65536);
 		else if (strcmp(argv[i], "--autocheckpoint") == 0 && i + 1 < argc)
 			op.autockpt = int_arg(argv[++i], 1, 1000000);
+		else if (strcmp(argv[i], "--two-requests") == 0)
+			commits_per_payment = 4;
 		else if (strcmp(argv[i], "--json") == 0 && i + 1 < argc)
 			op.json = argv[++i];
 		else
@@ -483,8 +493,8 @@ int main(int argc, char **argv)
 	printf("  files in %s, file system %s\n", dir, fs_name(dir));
 	printf("  SQLite %s, WAL, synchronous=FULL, page_size %d, both through the counting VFS\n",
 	       sqlite3_libversion(), op.page_size);
-	printf("  a payment: order create | attempt begin | confirmation + attempt "
-	       "succeeded + order paid | order fulfilled\n");
+	printf("  a payment: %s | confirmation + attempt succeeded + order paid | order fulfilled\n",
+	       COMMITS_PER_PAYMENT == 3 ? "order + attempt begin (one-request sale)" : "order create | attempt begin");
 
 	/* (a) vs (b), interleaved in rounds (which goes first alternates) so that a
 	 * busy machine hurts both alike; the ratio reported is the median of the

@@ -4,7 +4,8 @@
  * by `./run bench sale`. Prints one JSON summary line on stdout.
  *
  *   kp-load --api 127.0.0.1:5683 --control 127.0.0.1:7001 --orders 1000
- *           [--seed S] [--prefix P] [--faults]   (--faults: fails, doubles, orphans, vend failures) */
+ *           [--seed S] [--prefix P] [--faults]   (--faults: fails, doubles, orphans, vend failures)
+ *           [--one-request]   (the order and its payment in one POST /orders with "channel") */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
@@ -162,6 +163,16 @@ static const char *field(const char *body, const char *key, char *out, size_t ca
 	return out;
 }
 
+/* body.obj.key, the same way ("" if any is absent). */
+static const char *field_in(const char *body, const char *obj, const char *key, char *out, size_t cap)
+{
+	cJSON *o = cJSON_Parse(body);
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(o, obj), key);
+	snprintf(out, cap, "%s", cJSON_IsString(v) ? v->valuestring : "");
+	cJSON_Delete(o);
+	return out;
+}
+
 static int cmp_i64(const void *a, const void *b)
 {
 	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
@@ -172,13 +183,13 @@ int main(int argc, char **argv)
 {
 	const char *api = "127.0.0.1:5683", *control = NULL, *prefix = "load";
 	long orders = 100;
-	bool faults = false;
+	bool faults = false, one_request = false;
 	long health = 0; /* --health N: only time N GET /health round trips */
 	static const struct option opts[] = {
 		{"api", required_argument, NULL, 'a'}, {"control", required_argument, NULL, 'c'},
 		{"orders", required_argument, NULL, 'n'}, {"seed", required_argument, NULL, 's'},
 		{"prefix", required_argument, NULL, 'p'}, {"faults", no_argument, NULL, 'f'},
-		{"health", required_argument, NULL, 'h'},
+		{"health", required_argument, NULL, 'h'}, {"one-request", no_argument, NULL, '1'},
 		{NULL, 0, NULL, 0},
 	};
 	int o;
@@ -191,8 +202,9 @@ int main(int argc, char **argv)
 		case 'p': prefix = optarg; break;
 		case 'f': faults = true; break;
 		case 'h': health = strtol(optarg, NULL, 10); break;
+		case '1': one_request = true; break;
 		default:
-			fprintf(stderr, "usage: kp-load --api H:P --control H:P --orders N [--seed S] [--prefix P] [--faults]\n");
+			fprintf(stderr, "usage: kp-load --api H:P --control H:P --orders N [--seed S] [--prefix P] [--faults] [--one-request]\n");
 			return 2;
 		}
 	}
@@ -247,16 +259,25 @@ int main(int argc, char **argv)
 	for (long i = 0; i < orders; i++) {
 		char body[512], path[160], order_id[80], attempt[80], line[512];
 		int64_t amount = 50 + (int64_t)(rnd() % 950);
-		snprintf(body, sizeof(body), "{\"dedup_key\":\"%s-%ld\",\"amount\":%lld}", prefix, i, (long long)amount);
+		const char *channel = rnd() % 2 ? "card" : "qr";
+		if (one_request)
+			snprintf(body, sizeof(body), "{\"dedup_key\":\"%s-%ld\",\"amount\":%lld,\"channel\":\"%s\"}",
+				 prefix, i, (long long)amount, channel);
+		else
+			snprintf(body, sizeof(body), "{\"dedup_key\":\"%s-%ld\",\"amount\":%lld}", prefix, i,
+				 (long long)amount);
 		int64_t t0 = mono_us();
 		if (request(&c, COAP_REQUEST_CODE_POST, "orders", body, 5000) != 201)
 			continue;
 		field(c.body, "order_id", order_id, sizeof(order_id));
 		created++;
+		attempt[0] = '\0';
+		if (one_request)
+			field_in(c.body, "attempt", "attempt_id", attempt, sizeof(attempt));
+		/* Two requests, or the payment did not start in the first: /pay. */
 		snprintf(path, sizeof(path), "orders/%s/pay", order_id);
-		const char *channel = rnd() % 2 ? "card" : "qr";
 		snprintf(body, sizeof(body), "{\"channel\":\"%s\"}", channel);
-		int code = -1;
+		int code = attempt[0] ? 201 : -1;
 		for (int tries = 0; tries < 5 && code != 201; tries++) {
 			code = request(&c, COAP_REQUEST_CODE_POST, path, body, 5000);
 			if (code != 201)
@@ -266,7 +287,8 @@ int main(int argc, char **argv)
 			pay_errors++;
 			continue;
 		}
-		field(c.body, "attempt_id", attempt, sizeof(attempt));
+		if (!attempt[0])
+			field(c.body, "attempt_id", attempt, sizeof(attempt));
 		int64_t t_paid_req = mono_us();
 		unsigned dice = (unsigned)(rnd() % 100);
 		if (faults && dice < 5) {
