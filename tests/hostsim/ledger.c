@@ -10,9 +10,17 @@
 
 #define LEDGER_SCHEMA_VERSION 1
 
+/* Statements are kept prepared, per SQL text: the simulator stands in for a
+ * remote host, but in the benchmarks it shares the kiosk's two cores, and
+ * parsing every statement again made it cost more CPU per sale than
+ * kioskpayd itself (perf: sqlite3Parser and malloc at the top). */
+#define STMT_CACHE 32
+
 struct kp_ledger {
 	sqlite3 *db;
 	bool readonly;
+	sqlite3_stmt *cache[STMT_CACHE];
+	int ncache;
 };
 
 static const char schema[] =
@@ -90,12 +98,37 @@ static kp_err map_rc(int rc)
 
 static kp_err prep(kp_ledger *l, const char *sql, sqlite3_stmt **st)
 {
-	int rc = sqlite3_prepare_v2(l->db, sql, -1, st, NULL);
+	for (int i = 0; i < l->ncache; i++) {
+		if (strcmp(sqlite3_sql(l->cache[i]), sql) == 0) {
+			*st = l->cache[i];
+			sqlite3_reset(*st);
+			return KP_OK;
+		}
+	}
+	bool keep = l->ncache < STMT_CACHE;
+	int rc = sqlite3_prepare_v3(l->db, sql, -1, keep ? SQLITE_PREPARE_PERSISTENT : 0, st, NULL);
 	if (rc != SQLITE_OK) {
 		fprintf(stderr, "kp-hostsim: ledger: prepare failed: %s\n", sqlite3_errmsg(l->db));
 		return map_rc(rc);
 	}
+	if (keep)
+		l->cache[l->ncache++] = *st;
 	return KP_OK;
+}
+
+/* A statement from prep() is done: reset and kept if cached, else finalized. */
+static void done(kp_ledger *l, sqlite3_stmt *st)
+{
+	if (!st)
+		return;
+	for (int i = 0; i < l->ncache; i++) {
+		if (l->cache[i] == st) {
+			sqlite3_reset(st);
+			sqlite3_clear_bindings(st);
+			return;
+		}
+	}
+	sqlite3_finalize(st);
 }
 
 static kp_err exec(kp_ledger *l, const char *sql)
@@ -110,16 +143,32 @@ static kp_err exec(kp_ledger *l, const char *sql)
 	return KP_OK;
 }
 
+/* One statement without rows, through the cache (BEGIN, COMMIT). */
+static kp_err exec1(kp_ledger *l, const char *sql)
+{
+	sqlite3_stmt *st = NULL;
+	kp_err err = prep(l, sql, &st);
+	if (err != KP_OK)
+		return err;
+	int rc = sqlite3_step(st);
+	if (rc != SQLITE_DONE) {
+		fprintf(stderr, "kp-hostsim: ledger: '%.40s' failed: %s\n", sql, sqlite3_errmsg(l->db));
+		err = map_rc(rc);
+	}
+	done(l, st);
+	return err;
+}
+
 static kp_err begin(kp_ledger *l)
 {
-	return exec(l, "BEGIN IMMEDIATE");
+	return exec1(l, "BEGIN IMMEDIATE");
 }
 
 /* Commit if err is KP_OK, else roll back; returns the first error. */
 static kp_err finish(kp_ledger *l, kp_err err)
 {
 	if (err == KP_OK)
-		return exec(l, "COMMIT");
+		return exec1(l, "COMMIT");
 	(void)sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
 	return err;
 }
@@ -232,7 +281,7 @@ kp_err kp_ledger_open(kp_ledger **out, const char *path, bool readonly)
 		goto out;
 	}
 	int version = sqlite3_column_int(st, 0);
-	sqlite3_finalize(st);
+	done(l, st);
 	st = NULL;
 	if (version > LEDGER_SCHEMA_VERSION) {
 		fprintf(stderr, "kp-hostsim: ledger %s has schema %d, this build knows %d\n", path,
@@ -257,7 +306,7 @@ kp_err kp_ledger_open(kp_ledger **out, const char *path, bool readonly)
 	*out = l;
 	l = NULL;
 out:
-	sqlite3_finalize(st);
+	done(l, st);
 	kp_ledger_close(l);
 	return err;
 }
@@ -266,6 +315,8 @@ void kp_ledger_close(kp_ledger *l)
 {
 	if (!l)
 		return;
+	for (int i = 0; i < l->ncache; i++)
+		sqlite3_finalize(l->cache[i]);
 	sqlite3_close_v2(l->db);
 	free(l);
 }
@@ -284,7 +335,7 @@ static kp_err payment_read(kp_ledger *l, const char *attempt_id, kp_ledger_payme
 		row_payment(st, out);
 	else
 		err = rc == SQLITE_DONE ? KP_ERR_NOT_FOUND : map_rc(rc);
-	sqlite3_finalize(st);
+	done(l, st);
 	return err;
 }
 
@@ -299,7 +350,7 @@ static kp_err tombstone_read(kp_ledger *l, const char *attempt_id, bool *yes)
 	*yes = rc == SQLITE_ROW;
 	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
 		err = map_rc(rc);
-	sqlite3_finalize(st);
+	done(l, st);
 	return err;
 }
 
@@ -343,7 +394,7 @@ static kp_err payment_insert(kp_ledger *l, const kp_ledger_payment *p)
 	sqlite3_bind_int64(st, 11, p->created_at);
 	sqlite3_bind_int64(st, 12, p->settled_at);
 	err = step_done(l, st);
-	sqlite3_finalize(st);
+	done(l, st);
 	return err;
 }
 
@@ -421,7 +472,7 @@ kp_err kp_ledger_payment_cancel(kp_ledger *l, const char *attempt_id, const char
 	if (err == KP_OK)
 		err = payment_read(l, attempt_id, out);
 out:
-	sqlite3_finalize(st);
+	done(l, st);
 	return finish(l, err);
 }
 
@@ -440,7 +491,7 @@ static kp_err confirm_queue(kp_ledger *l, const kp_ledger_payment *p, int64_t no
 	}
 	memset(c, 0, sizeof(*c));
 	c->seq = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
+	done(l, st);
 	st = NULL;
 	snprintf(c->device_id, sizeof(c->device_id), "%s", p->device_id);
 	snprintf(c->attempt_id, sizeof(c->attempt_id), "%s", p->attempt_id);
@@ -463,7 +514,7 @@ static kp_err confirm_queue(kp_ledger *l, const kp_ledger_payment *p, int64_t no
 	sqlite3_bind_int64(st, 8, c->at);
 	err = step_done(l, st);
 out:
-	sqlite3_finalize(st);
+	done(l, st);
 	return err;
 }
 
@@ -479,7 +530,7 @@ static kp_err txn_taken(kp_ledger *l, const char *host_txn, bool *taken)
 	*taken = rc == SQLITE_ROW;
 	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
 		err = map_rc(rc);
-	sqlite3_finalize(st);
+	done(l, st);
 	return err;
 }
 
@@ -518,7 +569,7 @@ kp_err kp_ledger_payment_settle(kp_ledger *l, const char *attempt_id, bool succe
 		goto out;
 	err = confirm_queue(l, out, now, confirm);
 out:
-	sqlite3_finalize(st);
+	done(l, st);
 	return finish(l, err);
 }
 
@@ -570,7 +621,7 @@ kp_err kp_ledger_payments_pending(kp_ledger *l, const char *order_id, kp_ledger_
 	int rc;
 	while (*n < max && (rc = sqlite3_step(st)) == SQLITE_ROW)
 		row_payment(st, &out[(*n)++]);
-	sqlite3_finalize(st);
+	done(l, st);
 	return KP_OK;
 }
 
@@ -590,7 +641,7 @@ static kp_err refund_read(kp_ledger *l, const char *where, const char *key, kp_l
 		row_refund(st, out);
 	else
 		err = rc == SQLITE_DONE ? KP_ERR_NOT_FOUND : map_rc(rc);
-	sqlite3_finalize(st);
+	done(l, st);
 	return err;
 }
 
@@ -662,7 +713,7 @@ kp_err kp_ledger_refund_create(kp_ledger *l, const kp_ledger_refund *req, int64_
 	*cur = r;
 	*verdict = KP_LEDGER_CREATED;
 out:
-	sqlite3_finalize(st);
+	done(l, st);
 	return finish(l, err);
 }
 
@@ -681,7 +732,7 @@ kp_err kp_ledger_refunds_finish_due(kp_ledger *l, int64_t now, int64_t *next_due
 	sqlite3_bind_int64(st, 1, now);
 	if ((err = step_done(l, st)) != KP_OK)
 		goto out;
-	sqlite3_finalize(st);
+	done(l, st);
 	st = NULL;
 	if ((err = prep(l, "SELECT coalesce(min(due_at), 0) FROM refunds WHERE status = 'pending' "
 			   "AND due_at > 0", &st)) != KP_OK)
@@ -689,7 +740,7 @@ kp_err kp_ledger_refunds_finish_due(kp_ledger *l, int64_t now, int64_t *next_due
 	if (sqlite3_step(st) == SQLITE_ROW)
 		*next_due = sqlite3_column_int64(st, 0);
 out:
-	sqlite3_finalize(st);
+	done(l, st);
 	return finish(l, err);
 }
 
@@ -707,7 +758,7 @@ kp_err kp_ledger_confirms_unacked(kp_ledger *l, const char *device_id, kp_ledger
 	bind_text(st, 1, device_id);
 	while (*n < max && sqlite3_step(st) == SQLITE_ROW)
 		row_confirm(st, &out[(*n)++]);
-	sqlite3_finalize(st);
+	done(l, st);
 	return KP_OK;
 }
 
@@ -725,7 +776,7 @@ kp_err kp_ledger_confirm_get(kp_ledger *l, const char *device_id, int64_t seq, k
 		row_confirm(st, out);
 	else
 		err = rc == SQLITE_DONE ? KP_ERR_NOT_FOUND : map_rc(rc);
-	sqlite3_finalize(st);
+	done(l, st);
 	return err;
 }
 
@@ -741,7 +792,7 @@ kp_err kp_ledger_confirm_ack(kp_ledger *l, const char *device_id, int64_t seq, i
 	sqlite3_bind_int64(st, 2, seq);
 	sqlite3_bind_int64(st, 3, now);
 	err = step_done(l, st);
-	sqlite3_finalize(st);
+	done(l, st);
 	if (err != KP_OK)
 		return err;
 	if (sqlite3_changes(l->db) > 0) {
@@ -796,7 +847,7 @@ static kp_err dump_rows(kp_ledger *l, const char *sql, row_fill_fn fill, cJSON *
 	}
 	if (err == KP_OK && rc != SQLITE_DONE)
 		err = map_rc(rc);
-	sqlite3_finalize(st);
+	done(l, st);
 	return err;
 }
 

@@ -254,7 +254,7 @@ int main(int argc, char **argv)
 	}
 	int64_t *lat = calloc((size_t)orders, sizeof(*lat));
 	long created = 0, paid = 0, fulfilled = 0, vend_failed = 0, pay_errors = 0, not_paid = 0;
-	long doubles = 0, orphans = 0, fails = 0, nlat = 0;
+	long doubles = 0, orphans = 0, fails = 0, nlat = 0, polls = 0;
 	int64_t t_start = mono_us();
 	for (long i = 0; i < orders; i++) {
 		char body[512], path[160], order_id[80], attempt[80], line[512];
@@ -316,6 +316,7 @@ int main(int argc, char **argv)
 		char status[32] = "";
 		int64_t deadline = mono_us() + 5000000;
 		while (mono_us() < deadline) {
+			polls++;
 			if (request(&c, COAP_REQUEST_CODE_GET, path, NULL, 2000) == 205) {
 				field(c.body, "status", status, sizeof(status));
 				if (strcmp(status, "pending") != 0)
@@ -352,9 +353,9 @@ int main(int argc, char **argv)
 	printf("{\"orders\":%ld,\"created\":%ld,\"paid\":%ld,\"fulfilled\":%ld,\"vend_failed\":%ld,"
 	       "\"pay_errors\":%ld,\"not_paid\":%ld,\"fails\":%ld,\"doubles\":%ld,\"orphans\":%ld,"
 	       "\"seconds\":%.3f,\"paid_per_s\":%.1f,\"order_to_paid_ms_p50\":%.2f,"
-	       "\"order_to_paid_ms_p99\":%.2f}\n",
+	       "\"order_to_paid_ms_p99\":%.2f,\"polls\":%ld}\n",
 	       orders, created, paid, fulfilled, vend_failed, pay_errors, not_paid, fails, doubles,
-	       orphans, secs, secs > 0 ? (double)paid / secs : 0.0, p50, p99);
+	       orphans, secs, secs > 0 ? (double)paid / secs : 0.0, p50, p99, polls);
 	free(lat);
 	close(c.ctl_fd);
 	coap_session_release(c.session);
