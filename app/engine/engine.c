@@ -415,6 +415,20 @@ static void pay_send_create(kp_engine *e, struct pay_op *op, const kp_attempt *a
 	pay_finish(e, op, err);
 }
 
+/* A commit that reported err may still have committed (an fsync error after
+ * the WAL write, failpoint 9): the journal is the truth. If the new attempt
+ * is there, it is paying and the host must hear of it, so go on (KP_OK);
+ * otherwise err stands (nothing was kept). */
+static kp_err committed_anyway(kp_engine *e, const char *attempt_id, kp_err err)
+{
+	kp_attempt a;
+	if (err == KP_OK || kp_journal_attempt_get(e->d.journal, attempt_id, &a) != KP_OK)
+		return err;
+	kp_log_warn(e->d.env, "attempt %s: the commit said %s, but it is in the journal: sending it", attempt_id,
+		    kp_strerror(err));
+	return KP_OK;
+}
+
 /* A pay request, in the list pay_flush answers from. */
 static struct pay_op *pay_op_new(kp_engine *e, const char *order_id, const char *channel, kp_pay_done_fn done,
 				 void *arg)
@@ -456,7 +470,10 @@ static void pay_start_attempt(kp_engine *e, struct pay_op *op)
 	if (err == KP_OK)
 		err = attempt_new_for(e, op->order_id, op->channel, o.amount, &id, &req);
 	if (err == KP_OK) {
-		err = kp_journal_attempt_begin(e->d.journal, &req, &a);
+		kp_err berr = kp_journal_attempt_begin(e->d.journal, &req, &a);
+		err = committed_anyway(e, req.attempt_id, berr);
+		if (err == KP_OK && berr != KP_OK)
+			err = kp_journal_attempt_get(e->d.journal, req.attempt_id, &a);
 		if (err != KP_OK)
 			kp_log_warn(e->d.env, "order %s: cannot begin attempt: %s", op->order_id, kp_strerror(err));
 	}
@@ -1261,10 +1278,12 @@ kp_err kp_engine_order_pay(kp_engine *e, const kp_order_req *req, const char *ch
 		err = kp_journal_order_create(e->d.journal, &on, out, duplicated);
 		if (err == KP_OK && !*duplicated)
 			err = kp_journal_attempt_begin(e->d.journal, &an, &a);
-		if (err == KP_OK && !*duplicated)
+		if (err == KP_OK && !*duplicated) {
 			err = kp_journal_commit(e->d.journal);
-		else
+			err = committed_anyway(e, an.attempt_id, err);
+		} else {
 			kp_journal_rollback(e->d.journal);
+		}
 	}
 	order_created(e, req, err, out, *duplicated, why, why_cap);
 	if (err != KP_OK || *duplicated) {

@@ -243,11 +243,14 @@ static void review(kp_vend *v)
 
 /* ---- one frame ---- */
 
-/* The VEND REQUEST's order, committed; *deny set when it is refused instead
- * (nothing to commit). An error: nothing committed, the VMC will repeat. */
-static kp_err on_vend_request(kp_vend *v, const kp_mdb_out *out, bool *deny, const char **why)
+/* The VEND REQUEST's order and its payment, committed together
+ * (kp_engine_order_pay: one fsync before the VMC's ACK); *deny set when it is
+ * refused instead (nothing to commit), *paying when the engine took the
+ * payment (else the caller starts it: a repeat found the order again). An
+ * error: nothing committed, the VMC will repeat. */
+static kp_err on_vend_request(kp_vend *v, const kp_mdb_out *out, bool *deny, bool *paying, const char **why)
 {
-	*deny = false;
+	*deny = *paying = false;
 	vend_close(v);
 	v->vend.open = true;
 	v->vend.price = out->cmd.price;
@@ -267,7 +270,13 @@ static kp_err on_vend_request(kp_vend *v, const kp_mdb_out *out, bool *deny, con
 	kp_order_req req = {.dedup_key = key, .amount = out->cmd.price, .items = items};
 	kp_order o;
 	bool dup = false;
-	kp_err err = kp_engine_order_create(v->d.engine, &req, &o, &dup, reason, sizeof(reason));
+	struct pay_ticket *t = calloc(1, sizeof(*t));
+	if (!t)
+		return KP_ERR_NOMEM;
+	t->v = v;
+	kp_err err = kp_engine_order_pay(v->d.engine, &req, v->channel, &o, &dup, reason, sizeof(reason), pay_done, t);
+	if (err != KP_OK || dup)
+		free(t); /* the engine did not take it: pay_done will not be called */
 	if (err == KP_ERR_INVALID || err == KP_ERR_CONFLICT || err == KP_ERR_TOO_BIG) {
 		kp_log_warn(v->d.env, "mdb: VEND REQUEST %u item %u refused: %s", (unsigned)out->cmd.price,
 			    (unsigned)out->cmd.item, reason);
@@ -275,11 +284,22 @@ static kp_err on_vend_request(kp_vend *v, const kp_mdb_out *out, bool *deny, con
 		*why = "order refused";
 		return KP_OK;
 	}
+	if (err == KP_ERR_DISCONNECTED || err == KP_ERR_EXPIRED) {
+		kp_log_warn(v->d.env, "mdb: VEND REQUEST %u item %u: payment not started: %s", (unsigned)out->cmd.price,
+			    (unsigned)out->cmd.item, reason);
+		*deny = true;
+		*why = kp_strerror(err);
+		return KP_OK;
+	}
 	if (err != KP_OK)
 		return err;
 	v->vend_no++;
 	v->vend.has_order = true;
 	snprintf(v->vend.order_id, sizeof(v->vend.order_id), "%s", o.order_id);
+	if (!dup) {
+		v->vend.ticket = t;
+		*paying = true;
+	}
 	v->st.orders++;
 	kp_log_info(v->d.env, "mdb: VEND REQUEST %u item %u: order %s%s", (unsigned)out->cmd.price,
 		    (unsigned)out->cmd.item, o.order_id, dup ? " (found again)" : "");
@@ -318,12 +338,12 @@ static kp_err do_action(kp_vend *v, const kp_mdb_out *out, enum after *after, co
 {
 	*after = AFTER_NONE;
 	kp_err err = KP_OK;
-	bool deny = false;
+	bool deny = false, paying = false;
 	switch (out->action) {
 	case KP_MDB_ACT_VEND_REQUEST:
-		err = on_vend_request(v, out, &deny, why);
+		err = on_vend_request(v, out, &deny, &paying, why);
 		if (err == KP_OK)
-			*after = deny ? AFTER_DENY : AFTER_PAY;
+			*after = deny ? AFTER_DENY : paying ? AFTER_NONE : AFTER_PAY;
 		return err;
 	case KP_MDB_ACT_VEND_REFUSED:
 		vend_close(v);

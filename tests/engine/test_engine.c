@@ -532,6 +532,49 @@ static void test_order_pay_host_refuses(void **state)
 	assert_string_not_equal(a.attempt_id, attempt_id);
 }
 
+/* A commit that reports an error after committing (failpoint 9, an fsync
+ * error after the WAL write): the attempt is in the journal, paying, so the
+ * engine sends its create_payment anyway, on both pay paths. */
+static void test_pay_commit_error_after_commit(void **state)
+{
+	struct fixture *f = *state;
+	kp_order o;
+	bool dup = true;
+	char why[128] = "";
+	struct pay_result r = {0};
+	kp_order_req req = {.dedup_key = "fp9-1", .amount = 77};
+	assert_int_equal(kp_failpoint_arm(9, 1, 1, KP_FP_ERROR), KP_OK);
+	assert_int_equal(kp_engine_order_pay(f->e, &req, "card", &o, &dup, why, sizeof(why), pay_done, &r), KP_OK);
+	kp_failpoint_disarm_all();
+	assert_false(dup);
+	struct fake_req *q = find_req(f, KP_OP_CREATE_PAYMENT, NULL);
+	assert_non_null(q);
+	assert_string_equal(q->msg.order_id, o.order_id);
+	assert_int_equal(attempt_state(f, q->msg.attempt_id), KP_ATTEMPT_PAYING);
+	answer_payment(q, "failed", NULL, 0);
+	(void)kp_engine_tick(f->e);
+	assert_int_equal(r.calls, 1);
+
+	/* The same for POST /orders/{id}/pay on the order, now payable again. */
+	struct pay_result r2 = {0};
+	int nreq = f->host.nreq;
+	assert_int_equal(kp_failpoint_arm(9, 1, 1, KP_FP_ERROR), KP_OK);
+	assert_int_equal(kp_engine_pay(f->e, o.order_id, "qr", pay_done, &r2), KP_OK);
+	kp_failpoint_disarm_all();
+	assert_int_equal(f->host.nreq, nreq + 1);
+	q = find_req(f, KP_OP_CREATE_PAYMENT, NULL);
+	assert_non_null(q);
+	assert_string_equal(q->msg.channel, "qr");
+	kp_host_msg m;
+	pending_with_qr(&m, q, "qr-fp9");
+	answer(q, KP_OK, &m);
+	(void)kp_engine_tick(f->e);
+	assert_int_equal(r2.calls, 1);
+	assert_int_equal(r2.err, KP_OK);
+	assert_int_equal(r2.a.state, KP_ATTEMPT_PAYING);
+	assert_string_equal(r2.a.attempt_id, q->msg.attempt_id);
+}
+
 static void test_sale_confirm_vend(void **state)
 {
 	struct fixture *f = *state;
@@ -1173,6 +1216,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_sale_confirm_vend, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_order_pay_one_commit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_order_pay_host_refuses, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pay_commit_error_after_commit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pay_refusals, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_repay_after_failed_attempt, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_two_channels_both_paid, setup, teardown),
