@@ -1607,9 +1607,11 @@ kp_err kp_journal_confirmation_record(kp_journal *j, const kp_confirmation *c, b
 	if (err == KP_OK && sqlite3_changes(j->db) == 0) {
 		*already = true; /* the first one stands; nothing written */
 	} else if (err == KP_OK) {
+		/* Not the attempt id: the row holds it, and the attempt's own event
+		 * follows in the same commit. Repeating it (36 bytes in a 512-byte
+		 * page) cost every payment 0.9 KiB of WAL (docs/journal.md). */
 		char cause[KP_CAUSE_SIZE];
-		snprintf(cause, sizeof(cause), "host confirm seq %lld for attempt %s", (long long)c->seq,
-			 c->attempt_id);
+		snprintf(cause, sizeof(cause), "host confirm seq %lld", (long long)c->seq);
 		err = event_add(j, c->received_at, "confirmation", c->host_txn, "",
 				kp_confirm_status_str(c->status), cause);
 	}

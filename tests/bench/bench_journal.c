@@ -35,6 +35,7 @@ struct opts {
 	int payments;
 	int page_size;
 	int autockpt; /* wal_autocheckpoint pages of the journal; 0: the daemon's */
+	int prefill;  /* payments already in the journals before (a)-(c) measure */
 };
 
 static int cmp_double(const void *a, const void *b)
@@ -429,10 +430,13 @@ static void io_per(const kp_count_stats *d, int n, double *syncs, double *kib)
 static void usage(void)
 {
 	fprintf(stderr, "usage: kp-bench-journal [--dir DIR] [--payments N] [--page-size BYTES]\n"
-			"                         [--autocheckpoint PAGES] [--two-requests] [--json FILE]\n"
+			"                         [--autocheckpoint PAGES] [--prefill N] [--two-requests]\n"
+			"                         [--json FILE]\n"
 			"  measures in a fresh temp dir under DIR (default /tmp); N completed payments\n"
 			"  (default 300); page size of the journal and the baseline (default the\n"
 			"  journal's, %d); the journal's WAL autocheckpoint (default the daemon's);\n"
+			"  --prefill: N payments made first, not measured (a journal in service:\n"
+			"  the random-key indexes then touch leaves all over the file);\n"
 			"  --two-requests: a sale as POST /orders then /pay (4 commits, not 3);\n"
 			"  --json: the figures as one JSON object too\n", KP_JOURNAL_PAGE_SIZE);
 	exit(2);
@@ -460,6 +464,8 @@ int main(int argc, char **argv)
 			op.page_size = int_arg(argv[++i], 512, 65536);
 		else if (strcmp(argv[i], "--autocheckpoint") == 0 && i + 1 < argc)
 			op.autockpt = int_arg(argv[++i], 1, 1000000);
+		else if (strcmp(argv[i], "--prefill") == 0 && i + 1 < argc)
+			op.prefill = int_arg(argv[++i], 0, 10000000);
 		else if (strcmp(argv[i], "--two-requests") == 0)
 			commits_per_payment = 4;
 		else if (strcmp(argv[i], "--json") == 0 && i + 1 < argc)
@@ -493,6 +499,8 @@ int main(int argc, char **argv)
 	printf("  files in %s, file system %s\n", dir, fs_name(dir));
 	printf("  SQLite %s, WAL, synchronous=FULL, page_size %d, both through the counting VFS\n",
 	       sqlite3_libversion(), op.page_size);
+	if (op.prefill)
+		printf("  (a)-(c) on journals that already hold %d payments (--prefill)\n", op.prefill);
 	printf("  a payment: %s | confirmation + attempt succeeded + order paid | order fulfilled\n",
 	       COMMITS_PER_PAYMENT == 3 ? "order + attempt begin (one-request sale)" : "order create | attempt begin");
 
@@ -502,6 +510,10 @@ int main(int argc, char **argv)
 	struct jside js = {.j = jopen(jpath, &env, op.page_size, op.autockpt), .t = 1700000000000LL};
 	struct bside bs = {0};
 	bopen(&bs, bpath, op.page_size);
+	for (int i = 0; i < op.prefill; i++) {
+		pay_one(&js);
+		bpay_one(&bs);
+	}
 	double tj = 0, tb = 0, cj = 0, cb = 0, ratios[ROUNDS];
 	kp_count_stats c0, c1, c2, dj = {0}, db = {0}, d;
 	for (int r = 0; r < ROUNDS; r++) {
@@ -550,7 +562,11 @@ int main(int argc, char **argv)
 
 	/* (c) what one payment costs on the disk, without checkpoints, then the
 	 * checkpoint that eventually moves it into the main file. */
-	struct jside jn = {.j = jopen(j2path, &env, op.page_size, -1), .t = 1700000000000LL};
+	struct jside jn = {.j = jopen(j2path, &env, op.page_size, op.autockpt), .t = 1700000000000LL};
+	for (int i = 0; i < op.prefill; i++)
+		pay_one(&jn);
+	kp_journal_close(jn.j); /* the prefill checkpointed into the main file */
+	jn.j = jopen(j2path, &env, op.page_size, -1);
 	kp_count_vfs_get(&c0);
 	for (int i = 0; i < n; i++)
 		pay_one(&jn);
@@ -635,7 +651,7 @@ int main(int argc, char **argv)
 		double sa, ka, sbase, kbase; /* as the daemon runs: with autocheckpoint */
 		io_per(&dj, n, &sa, &ka);
 		io_per(&db, n, &sbase, &kbase);
-		fprintf(f, "{\"bench\":\"journal\",\"payments\":%d,\"commits\":%d,\"page_size\":%d,"
+		fprintf(f, "{\"bench\":\"journal\",\"payments\":%d,\"prefill\":%d,\"commits\":%d,\"page_size\":%d,"
 			   "\"journal_commits_per_s\":%.1f,\"baseline_commits_per_s\":%.1f,\"ratio_overall\":%.3f,"
 			   "\"ratio_median\":%.3f,\"journal_payments_per_s\":%.1f,\"cpu_us_per_commit\":%.1f,"
 			   "\"baseline_cpu_us_per_commit\":%.1f,\"syncs_per_payment\":%.3f,\"kib_per_payment\":%.2f,"
@@ -645,7 +661,7 @@ int main(int argc, char **argv)
 			   "\"journal_over_naive\":%.3f,\"fsync_per_s\":%.1f,\"fsync_p50_ms\":%.3f,"
 			   "\"fsync_p99_ms\":%.3f,\"journal_commits_per_s_vs_fsync\":%.1f,\"journal_over_fsync\":%.3f,"
 			   "\"load1\":%.2f}\n",
-			n, commits, op.page_size, ja, bb, ja / bb, (ratios[ROUNDS / 2 - 1] + ratios[ROUNDS / 2]) / 2,
+			n, op.prefill, commits, op.page_size, ja, bb, ja / bb, (ratios[ROUNDS / 2 - 1] + ratios[ROUNDS / 2]) / 2,
 			ja / COMMITS_PER_PAYMENT, cj / commits * 1e6, cb / commits * 1e6, sa, ka, sbase, kbase, pj, pn, sn, kn, pj / pn,
 			fps, lat[na / 2] / 1000.0, lat[(na * 99) / 100] / 1000.0, jc, jc / fps, load[0]);
 		fclose(f);
