@@ -66,9 +66,9 @@ cJSON *kp_api_json_error(kp_err err, const char *message);
 cJSON *kp_api_json_created(const kp_order *o, bool duplicated);
 
 /* POST /orders answer of a one-request sale (a body with "channel"): the
- * created answer plus "attempt" (kp_api_json_attempt) when the payment
- * started, or "pay_error" (kp_api_json_error) when it did not; attempt may
- * be given with a pay error too (a create_payment the host refused). */
+ * created answer plus "attempt" (kp_api_json_attempt; a refused payment is an
+ * attempt in "failed") when the payment started, or "pay_error"
+ * (kp_api_json_error) when it could not start. Both are rendered if given. */
 cJSON *kp_api_json_created_paying(const kp_order *o, const kp_attempt *attempt, const char *qr,
 				  kp_err pay_err, const char *pay_message);
 

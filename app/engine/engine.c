@@ -417,12 +417,14 @@ static void pay_send_create(kp_engine *e, struct pay_op *op, const kp_attempt *a
 
 /* A commit that reported err may still have committed (an fsync error after
  * the WAL write, failpoint 9): the journal is the truth. If the new attempt
- * is there, it is paying and the host must hear of it, so go on (KP_OK);
- * otherwise err stands (nothing was kept). */
-static kp_err committed_anyway(kp_engine *e, const char *attempt_id, kp_err err)
+ * is there (into *a), it is paying and the host must hear of it, so go on
+ * (KP_OK); otherwise err stands. If the journal cannot even be read, err
+ * stands too: should the commit have landed, the attempt is paying with no
+ * create_payment sent, and the customer's retry (the same pay, or the same
+ * dedup_key and then pay) sends it (kp_engine_pay, "a double tap"). */
+static kp_err committed_anyway(kp_engine *e, const char *attempt_id, kp_err err, kp_attempt *a)
 {
-	kp_attempt a;
-	if (err == KP_OK || kp_journal_attempt_get(e->d.journal, attempt_id, &a) != KP_OK)
+	if (err == KP_OK || kp_journal_attempt_get(e->d.journal, attempt_id, a) != KP_OK)
 		return err;
 	kp_log_warn(e->d.env, "attempt %s: the commit said %s, but it is in the journal: sending it", attempt_id,
 		    kp_strerror(err));
@@ -470,10 +472,8 @@ static void pay_start_attempt(kp_engine *e, struct pay_op *op)
 	if (err == KP_OK)
 		err = attempt_new_for(e, op->order_id, op->channel, o.amount, &id, &req);
 	if (err == KP_OK) {
-		kp_err berr = kp_journal_attempt_begin(e->d.journal, &req, &a);
-		err = committed_anyway(e, req.attempt_id, berr);
-		if (err == KP_OK && berr != KP_OK)
-			err = kp_journal_attempt_get(e->d.journal, req.attempt_id, &a);
+		err = kp_journal_attempt_begin(e->d.journal, &req, &a);
+		err = committed_anyway(e, req.attempt_id, err, &a);
 		if (err != KP_OK)
 			kp_log_warn(e->d.env, "order %s: cannot begin attempt: %s", op->order_id, kp_strerror(err));
 	}
@@ -529,7 +529,17 @@ kp_err kp_engine_pay(kp_engine *e, const char *order_id, const char *channel, kp
 	if (live.state == KP_ATTEMPT_PAYING && strcmp(live.channel, channel) == 0) {
 		/* A double tap: the customer is already paying on this channel. */
 		copy_id(op->attempt_id, sizeof(op->attempt_id), live.attempt_id);
-		pay_finish(e, op, KP_OK);
+		if (kp_engine_qr(e, &live)) {
+			pay_finish(e, op, KP_OK);
+			return KP_OK;
+		}
+		/* No QR yet: its create_payment is unanswered, was never sent (a
+		 * commit that reported an error) or was answered before a restart.
+		 * The host's create is idempotent by attempt_id (host-protocol.md):
+		 * ask again and answer with its reply, so the customer gets the QR. */
+		op->stage = PAY_WAIT_CREATE;
+		if (send_attempt_op(e, KP_OP_CREATE_PAYMENT, &live, o.expires_at, o.currency, op) != KP_OK)
+			pay_finish(e, op, KP_OK); /* the attempt stands; the reconciler queries it */
 		return KP_OK;
 	}
 	/* Another channel: cancel the live attempt at the host first. */
@@ -1248,7 +1258,11 @@ kp_err kp_engine_order_pay(kp_engine *e, const kp_order_req *req, const char *ch
 	kp_attempt a;
 
 	*duplicated = false;
-	if (!channel_valid(channel) || !done) {
+	if (!done) {
+		snprintf(why, why_cap, "no pay callback");
+		return KP_ERR_INVALID;
+	}
+	if (!channel_valid(channel)) {
 		snprintf(why, why_cap, "channel \"%s\" is not valid (1..%d of [a-z0-9_-])", channel ? channel : "",
 			 KP_CHANNEL_SIZE - 1);
 		return KP_ERR_INVALID;
@@ -1280,7 +1294,7 @@ kp_err kp_engine_order_pay(kp_engine *e, const kp_order_req *req, const char *ch
 			err = kp_journal_attempt_begin(e->d.journal, &an, &a);
 		if (err == KP_OK && !*duplicated) {
 			err = kp_journal_commit(e->d.journal);
-			err = committed_anyway(e, an.attempt_id, err);
+			err = committed_anyway(e, an.attempt_id, err, &a);
 		} else {
 			kp_journal_rollback(e->d.journal);
 		}

@@ -575,6 +575,51 @@ static void test_pay_commit_error_after_commit(void **state)
 	assert_string_equal(r2.a.attempt_id, q->msg.attempt_id);
 }
 
+/* Paying again on the channel of a paying attempt whose QR the engine does
+ * not have (its create_payment never went out: a commit that reported an
+ * error, a journal that could not be read back): the create is sent again,
+ * with the same attempt id, and the answer carries the host's QR. With the
+ * QR known, a double tap sends nothing. */
+static void test_double_tap_without_qr_asks_again(void **state)
+{
+	struct fixture *f = *state;
+	kp_order o;
+	make_order(f, "tap-1", 150, &o);
+	kp_attempt_new an = {.attempt_id = "att-never-sent", .order_id = o.order_id, .channel = "card",
+			     .amount = 150, .now = T0, .next_check_at = T0 + 5000};
+	kp_attempt a;
+	assert_int_equal(kp_journal_attempt_begin(f->j, &an, &a), KP_OK);
+	struct pay_result r = {0};
+	int nreq = f->host.nreq;
+	assert_int_equal(kp_engine_pay(f->e, o.order_id, "card", pay_done, &r), KP_OK);
+	assert_int_equal(f->host.nreq, nreq + 1);
+	struct fake_req *q = find_req(f, KP_OP_CREATE_PAYMENT, "att-never-sent");
+	assert_non_null(q);
+	assert_int_equal(q->msg.amount, 150);
+	(void)kp_engine_tick(f->e);
+	assert_int_equal(r.calls, 0); /* waits for the host's reply */
+	kp_host_msg m;
+	pending_with_qr(&m, q, "qr-again");
+	answer(q, KP_OK, &m);
+	(void)kp_engine_tick(f->e);
+	assert_int_equal(r.calls, 1);
+	assert_int_equal(r.err, KP_OK);
+	assert_string_equal(r.a.attempt_id, "att-never-sent");
+	assert_string_equal(r.qr, "qr-again");
+	kp_attempt arr[4];
+	size_t n = 0;
+	assert_int_equal(kp_journal_attempts_of_order(f->j, o.order_id, arr, 4, &n), KP_OK);
+	assert_int_equal(n, 1); /* the same attempt, no new id */
+
+	struct pay_result r2 = {0};
+	nreq = f->host.nreq;
+	assert_int_equal(kp_engine_pay(f->e, o.order_id, "card", pay_done, &r2), KP_OK);
+	(void)kp_engine_tick(f->e);
+	assert_int_equal(f->host.nreq, nreq);
+	assert_int_equal(r2.calls, 1);
+	assert_string_equal(r2.qr, "qr-again");
+}
+
 static void test_sale_confirm_vend(void **state)
 {
 	struct fixture *f = *state;
@@ -1217,6 +1262,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_order_pay_one_commit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_order_pay_host_refuses, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pay_commit_error_after_commit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_double_tap_without_qr_asks_again, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pay_refusals, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_repay_after_failed_attempt, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_two_channels_both_paid, setup, teardown),

@@ -267,8 +267,17 @@ int main(int argc, char **argv)
 			snprintf(body, sizeof(body), "{\"dedup_key\":\"%s-%ld\",\"amount\":%lld}", prefix, i,
 				 (long long)amount);
 		int64_t t0 = mono_us();
-		if (request(&c, COAP_REQUEST_CODE_POST, "orders", body, 5000) != 201)
+		/* A retry has the same dedup_key: a duplicate answer, and /pay below. */
+		int created_code = -1;
+		for (int tries = 0; tries < (one_request ? 5 : 1) && created_code != 201; tries++) {
+			created_code = request(&c, COAP_REQUEST_CODE_POST, "orders", body, 5000);
+			if (created_code != 201 && one_request)
+				usleep(100000); /* host link down under faults: try again */
+		}
+		if (created_code != 201) {
+			pay_errors += one_request;
 			continue;
+		}
 		field(c.body, "order_id", order_id, sizeof(order_id));
 		created++;
 		attempt[0] = '\0';
