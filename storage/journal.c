@@ -1609,7 +1609,8 @@ kp_err kp_journal_confirmation_record(kp_journal *j, const kp_confirmation *c, b
 	} else if (err == KP_OK) {
 		/* Not the attempt id: the row holds it, and the attempt's own event
 		 * follows in the same commit. Repeating it (36 bytes in a 512-byte
-		 * page) cost every payment 0.9 KiB of WAL (docs/journal.md). */
+		 * page) cost every payment 0.9 KiB of WAL (docs/journal.md, "The
+		 * benchmark"). */
 		char cause[KP_CAUSE_SIZE];
 		snprintf(cause, sizeof(cause), "host confirm seq %lld", (long long)c->seq);
 		err = event_add(j, c->received_at, "confirmation", c->host_txn, "",
