@@ -902,6 +902,26 @@ static void test_large_order_blockwise(void **state)
 	cJSON_free(back);
 	cJSON_Delete(j);
 #endif
+
+	/* The same size as a one-request sale: a block-wise request (Block1)
+	 * whose answer is a separate one, once the host answered. */
+	snprintf(body, sizeof(body), "{\"dedup_key\":\"cart-big-pay\",\"amount\":98,\"items\":%s,\"channel\":\"qr\"}",
+		 items);
+	coap(f, &r, "post", "orders", body);
+	assert_code(&r, "2.01");
+	j = body_of(&r);
+	assert_non_null(j);
+	cJSON *a = cJSON_GetObjectItem(j, "attempt");
+	assert_non_null(a);
+	assert_string_equal(jstr(a, "status"), "paying");
+	kp_order o;
+	kp_attempt at;
+	assert_int_equal(kp_journal_order_get(f->j, jstr(j, "order_id"), &o), KP_OK);
+	assert_int_equal(o.amount, 98);
+	assert_string_equal(o.items, items);
+	assert_int_equal(kp_journal_attempt_get(f->j, jstr(a, "attempt_id"), &at), KP_OK);
+	assert_string_equal(at.order_id, o.order_id);
+	cJSON_Delete(j);
 }
 
 /* Content-format: absent or application/json; anything else is 4.15. */

@@ -279,6 +279,21 @@ static kp_err do_confirm_group(struct ctx *c, const struct ids *x)
 	return err;
 }
 
+/* The one-request sale (kp_engine_order_pay): order + attempt paying, one txn. */
+static kp_err do_order_pay_group(struct ctx *c, const struct ids *x)
+{
+	kp_err err = kp_journal_begin(c->j);
+	if (err != KP_OK)
+		return err;
+	err = do_order(c, x);
+	if (err == KP_OK)
+		err = do_attempt(c, x);
+	if (err == KP_OK)
+		return kp_journal_commit(c->j);
+	kp_journal_rollback(c->j);
+	return err;
+}
+
 enum done { NOT_DONE, DONE, MIXED };
 
 static enum done state_order(struct ctx *c, const struct ids *x)
@@ -350,6 +365,14 @@ static enum done state_group(struct ctx *c, const struct ids *x)
 	return n == 0 ? NOT_DONE : n == 3 ? DONE : MIXED;
 }
 
+static enum done state_order_pay_group(struct ctx *c, const struct ids *x)
+{
+	bool ord = state_order(c, x) == DONE, att = state_attempt(c, x) == DONE;
+	if (ord != att)
+		fprintf(stderr, "group kept: order %s, attempt %s\n", ord ? "yes" : "no", att ? "yes" : "no");
+	return ord && att ? DONE : !ord && !att ? NOT_DONE : MIXED;
+}
+
 /* Prerequisites, made without faults. */
 enum prep { P_NONE, P_ORDER, P_ATTEMPT, P_CONFIRM, P_REFUND };
 
@@ -379,6 +402,7 @@ static const struct op_case {
 	{"refund create", P_CONFIRM, do_refund, state_refund},
 	{"refund move", P_REFUND, do_refund_send, state_refund_sent},
 	{"confirm group (confirmation+attempt+order)", P_ATTEMPT, do_confirm_group, state_group},
+	{"order+attempt group (one-request sale)", P_NONE, do_order_pay_group, state_order_pay_group},
 };
 
 struct loop_stats {
