@@ -150,6 +150,15 @@ static void pending_with_qr(kp_host_msg *m, const struct fake_req *r, const char
 	snprintf(m->qr, sizeof(m->qr), "%s", qr);
 }
 
+/* The host answers q "pending" with a QR, and the engine's loop turns. */
+static void reply_pending(struct fixture *f, struct fake_req *q, const char *qr)
+{
+	kp_host_msg m;
+	pending_with_qr(&m, q, qr);
+	answer(q, KP_OK, &m);
+	(void)kp_engine_tick(f->e);
+}
+
 static void answer_payment(struct fake_req *r, const char *status, const char *host_txn, int64_t amount)
 {
 	kp_host_msg m;
@@ -465,10 +474,7 @@ static void test_order_pay_one_commit(void **state)
 	assert_int_equal(r.calls, 0); /* never inside the call */
 
 	/* The host's pending reply answers it, with the QR; it writes nothing. */
-	kp_host_msg m;
-	pending_with_qr(&m, q, "https://pay.example/qr/one");
-	answer(q, KP_OK, &m);
-	(void)kp_engine_tick(f->e);
+	reply_pending(f, q, "https://pay.example/qr/one");
 	assert_int_equal(wal_syncs(), syncs + 1);
 	assert_int_equal(r.calls, 1);
 	assert_int_equal(r.err, KP_OK);
@@ -504,17 +510,25 @@ static void test_order_pay_one_commit(void **state)
 	assert_int_equal(wal_syncs(), syncs + 3);
 }
 
+/* A one-request sale that the engine takes (not a duplicate). */
+static void order_pay_taken(struct fixture *f, const char *key, int64_t amount, const char *channel, kp_order *o,
+			    struct pay_result *r)
+{
+	bool dup = true;
+	char why[128] = "";
+	kp_order_req req = {.dedup_key = key, .amount = amount};
+	assert_int_equal(kp_engine_order_pay(f->e, &req, channel, o, &dup, why, sizeof(why), pay_done, r), KP_OK);
+	assert_false(dup);
+}
+
 /* The host refuses the create_payment: the order stays (committed, pending,
  * payable again) and done shows the attempt failed. */
 static void test_order_pay_host_refuses(void **state)
 {
 	struct fixture *f = *state;
 	kp_order o;
-	bool dup = true;
-	char why[128] = "";
 	struct pay_result r = {0};
-	kp_order_req req = {.dedup_key = "one-2", .amount = 99};
-	assert_int_equal(kp_engine_order_pay(f->e, &req, "card", &o, &dup, why, sizeof(why), pay_done, &r), KP_OK);
+	order_pay_taken(f, "one-2", 99, "card", &o, &r);
 	struct fake_req *q = find_req(f, KP_OP_CREATE_PAYMENT, NULL);
 	assert_non_null(q);
 	char attempt_id[KP_ID_SIZE];
@@ -539,14 +553,10 @@ static void test_pay_commit_error_after_commit(void **state)
 {
 	struct fixture *f = *state;
 	kp_order o;
-	bool dup = true;
-	char why[128] = "";
 	struct pay_result r = {0};
-	kp_order_req req = {.dedup_key = "fp9-1", .amount = 77};
 	assert_int_equal(kp_failpoint_arm(9, 1, 1, KP_FP_ERROR), KP_OK);
-	assert_int_equal(kp_engine_order_pay(f->e, &req, "card", &o, &dup, why, sizeof(why), pay_done, &r), KP_OK);
+	order_pay_taken(f, "fp9-1", 77, "card", &o, &r);
 	kp_failpoint_disarm_all();
-	assert_false(dup);
 	struct fake_req *q = find_req(f, KP_OP_CREATE_PAYMENT, NULL);
 	assert_non_null(q);
 	assert_string_equal(q->msg.order_id, o.order_id);
@@ -565,10 +575,7 @@ static void test_pay_commit_error_after_commit(void **state)
 	q = find_req(f, KP_OP_CREATE_PAYMENT, NULL);
 	assert_non_null(q);
 	assert_string_equal(q->msg.channel, "qr");
-	kp_host_msg m;
-	pending_with_qr(&m, q, "qr-fp9");
-	answer(q, KP_OK, &m);
-	(void)kp_engine_tick(f->e);
+	reply_pending(f, q, "qr-fp9");
 	assert_int_equal(r2.calls, 1);
 	assert_int_equal(r2.err, KP_OK);
 	assert_int_equal(r2.a.state, KP_ATTEMPT_PAYING);
@@ -598,10 +605,7 @@ static void test_double_tap_without_qr_asks_again(void **state)
 	assert_int_equal(q->msg.amount, 150);
 	(void)kp_engine_tick(f->e);
 	assert_int_equal(r.calls, 0); /* waits for the host's reply */
-	kp_host_msg m;
-	pending_with_qr(&m, q, "qr-again");
-	answer(q, KP_OK, &m);
-	(void)kp_engine_tick(f->e);
+	reply_pending(f, q, "qr-again");
 	assert_int_equal(r.calls, 1);
 	assert_int_equal(r.err, KP_OK);
 	assert_string_equal(r.a.attempt_id, "att-never-sent");
