@@ -122,10 +122,11 @@ step "the machine dispenses: vend success"
 show "$KIOSKCTL" --api "$API" order vend "$order" success
 
 step "2. a double payment: card and phone both pay one order"
+echo "(this order is created and paid in one request: --channel, one journal commit for both)"
 cart2=cart-$(date +%s)-$RANDOM
-order2=$("$KIOSKCTL" --api "$API" --json order create --dedup-key "$cart2" --amount 480 | json_field order_id)
-echo "order $order2 (480 EUR cents)"
-"$KIOSKCTL" --api "$API" --json order pay "$order2" --channel card >/dev/null
+created2=$(show "$KIOSKCTL" --api "$API" --json order create --dedup-key "$cart2" --amount 480 --channel card)
+echo "$created2"
+order2=$(echo "$created2" | json_field order_id)
 sim "{\"cmd\":\"pay_order_twice\",\"order_id\":\"$order2\"}"
 for _ in $(seq 100); do
 	[ "$(sqlite3 "$work/state/journal.db" "SELECT count(*) FROM refunds WHERE state='refunded'" 2>/dev/null)" = 1 ] && break
