@@ -65,6 +65,12 @@ struct queued {
 };
 
 /* A QR code the host gave (kp_engine_qr). */
+/* A paying attempt's next query, planned in memory (KP_ENGINE_QUERIES). */
+struct query_slot {
+	char attempt_id[KP_ID_SIZE];
+	int64_t at;              /* wall ms; 0 = empty */
+};
+
 struct qr_slot {
 	char attempt_id[KP_ID_SIZE];
 	char qr[KP_QR_SIZE];
@@ -94,6 +100,7 @@ struct kp_engine {
 	size_t due_seen;         /* attempts this tick's due walk handed over */
 	struct qr_slot qrs[KP_ENGINE_QRS]; /* the newest QR codes, by attempt */
 	uint64_t qr_clock;
+	struct query_slot queries[KP_ENGINE_QUERIES];
 };
 
 /* ---------- small helpers ---------- */
@@ -249,6 +256,55 @@ static void wake_at(kp_engine *e, int64_t at)
 		e->next_due = at;
 }
 
+/* The earlier of two wall times, 0 meaning none. */
+static int64_t sooner(int64_t a, int64_t b)
+{
+	return a == 0 ? b : b == 0 ? a : a < b ? a : b;
+}
+
+/* The slot of attempt_id, or a free one if make; NULL if none. */
+static struct query_slot *query_slot(kp_engine *e, const char *attempt_id, bool make)
+{
+	struct query_slot *free_slot = NULL;
+	for (size_t i = 0; i < KP_ENGINE_QUERIES; i++) {
+		struct query_slot *q = &e->queries[i];
+		if (q->at && strcmp(q->attempt_id, attempt_id) == 0)
+			return q;
+		if (!q->at && !free_slot)
+			free_slot = q;
+	}
+	if (!make || !free_slot)
+		return NULL;
+	copy_id(free_slot->attempt_id, sizeof(free_slot->attempt_id), attempt_id);
+	return free_slot;
+}
+
+/* Can attempt_id's queries be planned in memory? */
+static bool query_room(kp_engine *e, const char *attempt_id)
+{
+	for (size_t i = 0; i < KP_ENGINE_QUERIES; i++)
+		if (!e->queries[i].at || strcmp(e->queries[i].attempt_id, attempt_id) == 0)
+			return true;
+	return false;
+}
+
+/* Query attempt_id at `at` from memory; false if there is no room. */
+static bool query_plan(kp_engine *e, const char *attempt_id, int64_t at)
+{
+	struct query_slot *q = query_slot(e, attempt_id, true);
+	if (!q)
+		return false;
+	q->at = at;
+	return true;
+}
+
+/* The journaled next check of a paying attempt queried from memory: its pay
+ * window's end, when the reconciler cancels it. */
+static int64_t pay_deadline(const kp_engine *e, int64_t created_at)
+{
+	return created_at + e->cfg.pay_window_ms;
+}
+
 /* Journal moves that also keep the reconciler's next look early enough. */
 static kp_err attempt_move(kp_engine *e, const char *attempt_id, const kp_attempt_move *m)
 {
@@ -362,6 +418,13 @@ static kp_err order_payable(kp_engine *e, const char *order_id, kp_order *o)
 	return KP_OK;
 }
 
+/* When the first query of an attempt begun at `now` is due. */
+static int64_t first_query_at(const kp_engine *e, int64_t now)
+{
+	return now + (e->cfg.query_every_ms < e->cfg.request_timeout_ms ? e->cfg.query_every_ms
+									 : e->cfg.request_timeout_ms);
+}
+
 /* The journal request of a new attempt on an order (a fresh id into *id). */
 static kp_err attempt_new_for(kp_engine *e, const char *order_id, const char *channel, int64_t amount,
 			      kp_uuid *id, kp_attempt_new *out)
@@ -375,18 +438,20 @@ static kp_err attempt_new_for(kp_engine *e, const char *order_id, const char *ch
 	 * A create the host has not answered by then gets a query beside it, as
 	 * queries already do among themselves (each is due query_every after the
 	 * last, answered or not). */
-	int64_t first_check = e->cfg.query_every_ms < e->cfg.request_timeout_ms ? e->cfg.query_every_ms
-										  : e->cfg.request_timeout_ms;
+	int64_t first_check = first_query_at(e, now) - now;
+	/* With room in memory, the queries until the pay window's end are
+	 * planned there (pay_send_create) and the journal holds that end. */
 	*out = (kp_attempt_new){
 		.attempt_id = id->s,
 		.order_id = order_id,
 		.channel = channel,
 		.amount = amount,
 		.now = now,
-		.next_check_at = now + first_check,
+		.next_check_at = query_room(e, id->s) ? pay_deadline(e, now) : now + first_check,
 	};
 	return KP_OK;
 }
+
 
 /* Attempt a is committed as paying: tell the observers, send create_payment.
  * If it cannot be sent, the host never saw the id: fail the attempt and
@@ -395,6 +460,8 @@ static void pay_send_create(kp_engine *e, struct pay_op *op, const kp_attempt *a
 			    const char *currency)
 {
 	wake_at(e, a->next_check_at);
+	if (a->next_check_at == pay_deadline(e, a->created_at))
+		(void)query_plan(e, a->attempt_id, first_query_at(e, a->created_at)); /* room: attempt_new_for */
 	copy_id(op->attempt_id, sizeof(op->attempt_id), a->attempt_id);
 	notify(e, op->order_id);
 	kp_log_info(e->d.env, "order %s: attempt %s paying on %s", op->order_id, a->attempt_id, a->channel);
@@ -1102,7 +1169,13 @@ static kp_err due_attempt_step(kp_engine *e, const kp_attempt *a)
 	kp_host_op op = KP_OP_QUERY_PAYMENT;
 
 	if (a->state == KP_ATTEMPT_PAYING && age < e->cfg.pay_window_ms) {
-		m.next_check_at = now + e->cfg.query_every_ms;
+		/* Queried now; the next ones from memory if there is room, so that
+		 * this is the window's last reschedule commit (a boot replay, a
+		 * reconcile, an attempt that found no room at its begin). If the
+		 * batch rolls back, the plan only doubles the journal's. */
+		m.next_check_at = query_plan(e, a->attempt_id, now + e->cfg.query_every_ms)
+					  ? pay_deadline(e, a->created_at)
+					  : now + e->cfg.query_every_ms;
 		m.cause = "query";
 	} else if (a->state == KP_ATTEMPT_CANCELING && age >= e->cfg.give_up_after_ms) {
 		m.to = KP_ATTEMPT_UNRESOLVED;
@@ -1545,9 +1618,48 @@ static void apply_queue(kp_engine *e)
 	e->nqueue = 0;
 }
 
+/* Send the queries planned in memory that are due; the earliest next one
+ * (0: none). A slot ends when its attempt is no longer paying inside its
+ * window: the journaled deadline takes it from there. */
+static int64_t queries_run(kp_engine *e, int64_t now)
+{
+	int64_t next = 0;
+	for (size_t i = 0; i < KP_ENGINE_QUERIES; i++) {
+		struct query_slot *q = &e->queries[i];
+		if (!q->at)
+			continue;
+		if (q->at > now) {
+			next = sooner(next, q->at);
+			continue;
+		}
+		kp_attempt a;
+		kp_err err = kp_journal_attempt_get(e->d.journal, q->attempt_id, &a);
+		if (err == KP_ERR_NOT_FOUND ||
+		    (err == KP_OK && (a.state != KP_ATTEMPT_PAYING || now - a.created_at >= e->cfg.pay_window_ms))) {
+			q->at = 0;
+			continue;
+		}
+		/* A journal that cannot be read, a host down or a full window: later. */
+		if (err == KP_OK && host_up(e) && reconciler_room(e, 1) > 0)
+			(void)send_attempt_op(e, KP_OP_QUERY_PAYMENT, &a, 0, NULL, NULL);
+		q->at = now + e->cfg.query_every_ms;
+		next = sooner(next, q->at);
+	}
+	return next;
+}
+
+static int64_t reconcile_tick(kp_engine *e, int64_t now);
+
 int64_t kp_engine_tick(kp_engine *e)
 {
 	int64_t now = now_wall(e);
+	int64_t queries_next = queries_run(e, now);
+	return sooner(reconcile_tick(e, now), queries_next);
+}
+
+/* The reconciler's turn: host answers, due records, expiries. */
+static int64_t reconcile_tick(kp_engine *e, int64_t now)
+{
 	pay_flush(e);
 	bool due = e->next_due <= now;
 	if (!due && e->nqueue == 0)

@@ -125,6 +125,14 @@ kp_err kp_engine_order_pay(kp_engine *e, const kp_order_req *req, const char *ch
 #define KP_QR_SIZE 512
 /* How many attempts' QR codes the engine keeps (the newest). */
 #define KP_ENGINE_QRS 32
+/* How many paying attempts the engine queries from memory. Such an attempt's
+ * journaled next check is its pay window's end (the cancel, which must
+ * survive a restart); the queries every query_every until then write
+ * nothing: a customer who takes 30 s to pay no longer costs 6 commits. A
+ * restart forgets them, and the boot replay makes every live record due.
+ * Beyond this many, an attempt is queried through the journal as before
+ * (each query a reschedule commit). */
+#define KP_ENGINE_QUERIES 32
 
 /* The QR code the host gave for attempt a, while a is paying; NULL if none.
  * Not journaled (schema 4): a QR is the host's data about a payment, not a

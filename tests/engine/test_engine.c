@@ -773,7 +773,10 @@ static void test_no_confirm_queries_then_cancel(void **state)
 	kp_attempt a;
 	make_order(f, "quiet-1", 120, &o);
 	pay_pending(f, o.order_id, "card", &a);
-	/* Inside the pay window: queries every query_every, answered pending. */
+	/* Inside the pay window: queries every query_every, answered pending.
+	 * Planned in memory: not one of them writes (the journal holds the
+	 * window's end, when the cancel is due). */
+	int64_t syncs = wal_syncs();
 	for (int i = 0; i < 30; i++) {
 		advance(f, 1000);
 		struct fake_req *q = find_req(f, KP_OP_QUERY_PAYMENT, a.attempt_id);
@@ -783,6 +786,11 @@ static void test_no_confirm_queries_then_cancel(void **state)
 	int queries = count_req(f, KP_OP_QUERY_PAYMENT);
 	assert_in_range(queries, 4, 7);
 	assert_int_equal(count_req(f, KP_OP_CANCEL_PAYMENT), 0);
+	assert_int_equal(wal_syncs(), syncs);
+	kp_attempt now;
+	assert_int_equal(kp_journal_attempt_get(f->j, a.attempt_id, &now), KP_OK);
+	assert_int_equal(now.tries, 0);
+	assert_int_equal(now.next_check_at, a.created_at + 60000);
 	advance(f, 35000);
 	for (struct fake_req *q; (q = find_req(f, KP_OP_QUERY_PAYMENT, a.attempt_id));)
 		answer_payment(q, "pending", NULL, 0);
@@ -803,6 +811,33 @@ static void test_no_confirm_queries_then_cancel(void **state)
 	assert_int_equal(refunds(f, o.order_id, rf), 1);
 	assert_int_equal(rf[0].reason, KP_REASON_LATE);
 	assert_int_equal(f->host.nack, 1);
+}
+
+/* More paying attempts than KP_ENGINE_QUERIES: the ones beyond are queried
+ * through the journal (a reschedule commit each), and every one is queried. */
+static void test_queries_beyond_memory(void **state)
+{
+	struct fixture *f = *state;
+	enum { N = KP_ENGINE_QUERIES + 3 };
+	kp_attempt a[N];
+	for (int i = 0; i < N; i++) {
+		char key[32];
+		kp_order o;
+		snprintf(key, sizeof(key), "many-%d", i);
+		make_order(f, key, 10 + i, &o);
+		pay_pending(f, o.order_id, "card", &a[i]);
+	}
+	int in_memory = 0;
+	for (int i = 0; i < N; i++)
+		in_memory += a[i].next_check_at == a[i].created_at + f->cfg.pay_window_ms;
+	assert_int_equal(in_memory, KP_ENGINE_QUERIES);
+	advance(f, f->cfg.query_every_ms + 1000);
+	for (int i = 0; i < N; i++) {
+		struct fake_req *q = find_req(f, KP_OP_QUERY_PAYMENT, a[i].attempt_id);
+		if (!q)
+			fail_msg("attempt %d (%s) not queried", i, a[i].attempt_id);
+		answer_payment(q, "pending", NULL, 0);
+	}
 }
 
 static void test_orphan_and_amount_mismatch(void **state)
@@ -1272,6 +1307,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_two_channels_both_paid, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cancel_loses_race, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_confirm_queries_then_cancel, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_queries_beyond_memory, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_orphan_and_amount_mismatch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_vend_failure_refunds, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_give_up_unresolved, setup, teardown),
