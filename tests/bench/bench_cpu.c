@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "count_vfs.h"
 #include "engine.h"
 #include "journal.h"
 #include "kp_rmtree.h"
@@ -37,6 +38,7 @@ struct run {
 	int paid_callbacks;
 	int failures;
 	int next;
+	int64_t customer_ms; /* the customer pays this long after the QR shows */
 };
 
 static bool fh_up(void *h)
@@ -109,6 +111,14 @@ static void pay_one(struct run *r)
 	}
 	host_answer(r);
 	(void)kp_engine_tick(r->e); /* runs the pay callback */
+	/* A customer who takes customer_ms: the loop ticks every second, the
+	 * host answers the queries "pending". */
+	for (int64_t t = 0; t < r->customer_ms; t += 1000) {
+		kp_fake_advance(&r->world, 1000);
+		(void)kp_engine_tick(r->e);
+		host_answer(r);
+		(void)kp_engine_tick(r->e);
+	}
 	kp_attempt a;
 	if (kp_journal_attempt_live(r->j, o.order_id, &a) != KP_OK) {
 		r->failures++;
@@ -218,6 +228,10 @@ static double now_s(void)
 static void usage(void)
 {
 	fprintf(stderr, "usage: kp-bench-cpu [--payments N] [--warmup W] [--dir DIR] [--baseline]\n"
+			"                    [--syncs] [--customer-ms MS]\n"
+			"  --syncs: count the journal's WAL syncs per payment (through the counting VFS:\n"
+			"  not with callgrind); --customer-ms: the customer pays MS after the QR shows\n"
+			"  (queries answered pending meanwhile; implies --syncs).\n"
 			"  W payments to warm up (default 20), then N measured (default 200), on a journal\n"
 			"  in DIR (default /dev/shm if present, else /tmp). Under callgrind use\n"
 			"  --toggle-collect=pay_many and divide the instructions by N. --baseline: the same\n"
@@ -239,7 +253,8 @@ int main(int argc, char **argv)
 {
 	int n = 200, warm = 20;
 	const char *dir = NULL;
-	bool baseline = false;
+	bool baseline = false, syncs = false;
+	int64_t customer_ms = 0;
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--payments") == 0 && i + 1 < argc)
 			n = int_arg(argv[++i], 1, 1000000);
@@ -249,6 +264,10 @@ int main(int argc, char **argv)
 			dir = argv[++i];
 		else if (strcmp(argv[i], "--baseline") == 0)
 			baseline = true;
+		else if (strcmp(argv[i], "--syncs") == 0)
+			syncs = true;
+		else if (strcmp(argv[i], "--customer-ms") == 0 && i + 1 < argc)
+			customer_ms = int_arg(argv[++i], 0, 3600000), syncs = true;
 		else
 			usage();
 	}
@@ -284,7 +303,9 @@ int main(int argc, char **argv)
 	r->env.log_level = KP_LOG_ERROR;
 	kp_engine_config cfg;
 	kp_engine_config_defaults(&cfg);
-	if (kp_journal_open(&r->j, path, 0, &r->env) != KP_OK) {
+	r->customer_ms = customer_ms;
+	kp_journal_opts jo = {.vfs_name = syncs ? KP_COUNT_VFS_NAME : NULL};
+	if ((syncs && kp_count_vfs_register() != KP_OK) || kp_journal_open_ex(&r->j, path, 0, &r->env, &jo) != KP_OK) {
 		fprintf(stderr, "kp-bench-cpu: cannot open %s\n", path);
 		return 1;
 	}
@@ -293,9 +314,12 @@ int main(int argc, char **argv)
 		return 1;
 	for (int i = 0; i < warm; i++)
 		pay_one(r);
+	kp_count_stats s0, s1;
+	kp_count_vfs_get(&s0);
 	double c0 = cpu_s(), t0 = now_s();
 	pay_many(r, n);
 	double cpu = cpu_s() - c0, wall = now_s() - t0;
+	kp_count_vfs_get(&s1);
 	int rc = 0;
 	if (r->failures || r->paid_callbacks != warm + n || r->host.acks != warm + n) {
 		fprintf(stderr, "kp-bench-cpu: %d failures, %d pay callbacks, %lld acks for %d payments\n",
@@ -305,6 +329,9 @@ int main(int argc, char **argv)
 	printf("kp-bench-cpu: %d completed payments (after %d to warm up) through engine + journal, fake host:\n"
 	       "  %.1f us CPU and %.1f us wall each (journal in %s)\n",
 	       n, warm, cpu / n * 1e6, wall / n * 1e6, dir);
+	if (syncs)
+		printf("  %.2f WAL syncs per payment, the customer paying %lld ms after the QR shows\n",
+		       (double)(s1.syncs[KP_COUNT_WAL] - s0.syncs[KP_COUNT_WAL]) / n, (long long)customer_ms);
 	kp_engine_free(r->e);
 	kp_journal_close(r->j);
 	free(r);
