@@ -427,7 +427,7 @@ static int64_t first_query_at(const kp_engine *e, int64_t now)
 
 /* The journal request of a new attempt on an order (a fresh id into *id). */
 static kp_err attempt_new_for(kp_engine *e, const char *order_id, const char *channel, int64_t amount,
-			      kp_uuid *id, kp_attempt_new *out)
+			      kp_uuid *id, kp_attempt_new *out, bool *in_memory)
 {
 	kp_err err = kp_uuid_new(e->d.env, id);
 	if (err != KP_OK)
@@ -441,13 +441,14 @@ static kp_err attempt_new_for(kp_engine *e, const char *order_id, const char *ch
 	int64_t first_check = first_query_at(e, now) - now;
 	/* With room in memory, the queries until the pay window's end are
 	 * planned there (pay_send_create) and the journal holds that end. */
+	*in_memory = query_room(e, id->s);
 	*out = (kp_attempt_new){
 		.attempt_id = id->s,
 		.order_id = order_id,
 		.channel = channel,
 		.amount = amount,
 		.now = now,
-		.next_check_at = query_room(e, id->s) ? pay_deadline(e, now) : now + first_check,
+		.next_check_at = *in_memory ? pay_deadline(e, now) : now + first_check,
 	};
 	return KP_OK;
 }
@@ -457,10 +458,10 @@ static kp_err attempt_new_for(kp_engine *e, const char *order_id, const char *ch
  * If it cannot be sent, the host never saw the id: fail the attempt and
  * finish op with the error. */
 static void pay_send_create(kp_engine *e, struct pay_op *op, const kp_attempt *a, int64_t expires_at,
-			    const char *currency)
+			    const char *currency, bool in_memory)
 {
 	wake_at(e, a->next_check_at);
-	if (a->next_check_at == pay_deadline(e, a->created_at))
+	if (in_memory)
 		(void)query_plan(e, a->attempt_id, first_query_at(e, a->created_at)); /* room: attempt_new_for */
 	copy_id(op->attempt_id, sizeof(op->attempt_id), a->attempt_id);
 	notify(e, op->order_id);
@@ -533,11 +534,12 @@ static void pay_start_attempt(kp_engine *e, struct pay_op *op)
 	kp_uuid id;
 	kp_attempt_new req;
 	kp_attempt a;
+	bool in_memory = false;
 	kp_err err = order_payable(e, op->order_id, &o);
 	if (err == KP_OK && !host_up(e))
 		err = KP_ERR_DISCONNECTED;
 	if (err == KP_OK)
-		err = attempt_new_for(e, op->order_id, op->channel, o.amount, &id, &req);
+		err = attempt_new_for(e, op->order_id, op->channel, o.amount, &id, &req, &in_memory);
 	if (err == KP_OK) {
 		err = kp_journal_attempt_begin(e->d.journal, &req, &a);
 		err = committed_anyway(e, req.attempt_id, err, &a);
@@ -548,7 +550,7 @@ static void pay_start_attempt(kp_engine *e, struct pay_op *op)
 		pay_finish(e, op, err);
 		return;
 	}
-	pay_send_create(e, op, &a, o.expires_at, o.currency);
+	pay_send_create(e, op, &a, o.expires_at, o.currency, in_memory);
 }
 
 /* After a cancel of the previous attempt: start the new one, or say why not. */
@@ -605,6 +607,8 @@ kp_err kp_engine_pay(kp_engine *e, const char *order_id, const char *channel, kp
 		 * The host's create is idempotent by attempt_id (host-protocol.md):
 		 * ask again and answer with its reply, so the customer gets the QR. */
 		op->stage = PAY_WAIT_CREATE;
+		if (live.next_check_at == pay_deadline(e, live.created_at) && !query_slot(e, live.attempt_id, false))
+			(void)query_plan(e, live.attempt_id, first_query_at(e, now_wall(e))); /* its plan was lost */
 		if (send_attempt_op(e, KP_OP_CREATE_PAYMENT, &live, o.expires_at, o.currency, op) != KP_OK)
 			pay_finish(e, op, KP_OK); /* the attempt stands; the reconciler queries it */
 		return KP_OK;
@@ -861,10 +865,14 @@ static void apply_payment_error(kp_engine *e, const char *attempt_id, enum req_k
 			kp_log_error(e->d.env, "attempt %s: host says idempotency_mismatch", attempt_id);
 		m.to = KP_ATTEMPT_FAILED;
 	} else {
-		/* Anything else: try again later. */
+		/* Anything else: try again later, through the journal (a memory
+		 * plan sees the changed next check and steps aside), and for a
+		 * paying attempt no later than its pay window's end. */
 		m.to = a.state;
 		m.next_check_at = now_wall(e) + backoff(e->cfg.query_backoff_min_ms,
 							e->cfg.query_backoff_max_ms, a.tries);
+		if (a.state == KP_ATTEMPT_PAYING && m.next_check_at > pay_deadline(e, a.created_at))
+			m.next_check_at = pay_deadline(e, a.created_at);
 	}
 	kp_err err = attempt_move(e, attempt_id, &m);
 	if (err != KP_OK)
@@ -1356,7 +1364,8 @@ kp_err kp_engine_order_pay(kp_engine *e, const kp_order_req *req, const char *ch
 	struct pay_op *op = pay_op_new(e, on.order_id, channel, done, arg);
 	if (!op)
 		return KP_ERR_NOMEM;
-	err = attempt_new_for(e, op->order_id, op->channel, on.amount, &aid, &an);
+	bool in_memory = false;
+	err = attempt_new_for(e, op->order_id, op->channel, on.amount, &aid, &an, &in_memory);
 	if (err == KP_OK)
 		err = kp_journal_begin(e->d.journal);
 	if (err == KP_OK) {
@@ -1377,7 +1386,7 @@ kp_err kp_engine_order_pay(kp_engine *e, const kp_order_req *req, const char *ch
 		pay_op_drop(e, op);
 		return err;
 	}
-	pay_send_create(e, op, &a, out->expires_at, out->currency);
+	pay_send_create(e, op, &a, out->expires_at, out->currency, in_memory);
 	return KP_OK;
 }
 
@@ -1516,8 +1525,18 @@ void kp_engine_free(kp_engine *e)
 
 void kp_engine_set_config(kp_engine *e, const kp_engine_config *cfg)
 {
+	bool replan = cfg->pay_window_ms != e->cfg.pay_window_ms || cfg->query_every_ms != e->cfg.query_every_ms;
 	e->cfg = *cfg;
 	e->next_due = 0;
+	if (!replan)
+		return;
+	/* The journaled deadlines were the old window's: make every live record
+	 * due, as a boot does; the reconciler plans the queries again. */
+	memset(e->queries, 0, sizeof(e->queries));
+	int64_t n = 0;
+	if (kp_journal_make_all_due(e->d.journal, now_wall(e), &n) != KP_OK)
+		kp_log_error(e->d.env, "reload: cannot reschedule the records in flight: %s",
+			     kp_journal_errmsg(e->d.journal));
 }
 
 void kp_engine_on_link(kp_engine *e, bool up)
@@ -1634,15 +1653,35 @@ static int64_t queries_run(kp_engine *e, int64_t now)
 		}
 		kp_attempt a;
 		kp_err err = kp_journal_attempt_get(e->d.journal, q->attempt_id, &a);
+		/* Not paying any more, past its window, or scheduled by the journal
+		 * again (a host error's backoff, a reconcile): the journal has it. */
 		if (err == KP_ERR_NOT_FOUND ||
-		    (err == KP_OK && (a.state != KP_ATTEMPT_PAYING || now - a.created_at >= e->cfg.pay_window_ms))) {
+		    (err == KP_OK && (a.state != KP_ATTEMPT_PAYING || now - a.created_at >= e->cfg.pay_window_ms ||
+				      a.next_check_at != pay_deadline(e, a.created_at)))) {
 			q->at = 0;
 			continue;
 		}
-		/* A journal that cannot be read, a host down or a full window: later. */
-		if (err == KP_OK && host_up(e) && reconciler_room(e, 1) > 0)
+		/* Not held back by the reconciler's window (at most
+		 * KP_ENGINE_QUERIES of them: a boot replay must not starve the
+		 * queries of today's customers); a journal that cannot be read or a
+		 * host down: later. */
+		if (err == KP_OK && host_up(e))
 			(void)send_attempt_op(e, KP_OP_QUERY_PAYMENT, &a, 0, NULL, NULL);
 		q->at = now + e->cfg.query_every_ms;
+		next = sooner(next, q->at);
+	}
+	return next;
+}
+
+/* The earliest planned query (0: none); a plan past now + query_every (the
+ * wall clock went back) is brought in. */
+static int64_t queries_next(kp_engine *e, int64_t now)
+{
+	int64_t next = 0;
+	for (size_t i = 0; i < KP_ENGINE_QUERIES; i++) {
+		struct query_slot *q = &e->queries[i];
+		if (q->at && q->at > now + e->cfg.query_every_ms)
+			q->at = now + e->cfg.query_every_ms;
 		next = sooner(next, q->at);
 	}
 	return next;
@@ -1653,8 +1692,9 @@ static int64_t reconcile_tick(kp_engine *e, int64_t now);
 int64_t kp_engine_tick(kp_engine *e)
 {
 	int64_t now = now_wall(e);
-	int64_t queries_next = queries_run(e, now);
-	return sooner(reconcile_tick(e, now), queries_next);
+	(void)queries_run(e, now);
+	int64_t next = reconcile_tick(e, now);
+	return sooner(next, queries_next(e, now)); /* with what the batch planned */
 }
 
 /* The reconciler's turn: host answers, due records, expiries. */

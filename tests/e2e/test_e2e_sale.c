@@ -314,10 +314,10 @@ static void test_no_confirm_queries_then_cancel(void **state)
 	assert_int_equal(pay(w, order_id, "card", a, out, sizeof(out)), 200);
 	/* pay_window 2s: nobody pays, so the kiosk queries (every 300 ms), then cancels. */
 	assert_true(wait_sql(w, 1, 10000, "SELECT count(*) FROM attempts WHERE attempt_id='%s' AND state='canceled'", a));
-	/* create, at least 3 queries, cancel; the queries wrote nothing (planned in
-	 * memory: the attempt's only counted try is its cancel) */
+	/* create, at least 3 queries (every 300 ms in a 2 s window), cancel: the
+	 * queries are planned in memory, so the journal's tries do not count them
+	 * (test_engine checks that they write nothing) */
 	assert_true(host_requests_sent(w) - sent >= 5);
-	assert_true(sqlf(w, "SELECT tries FROM attempts WHERE attempt_id='%s'", a) <= 1);
 	cJSON *l = w_ledger(w);
 	const cJSON *p;
 	const char *status = "";

@@ -610,6 +610,9 @@ static void test_double_tap_without_qr_asks_again(void **state)
 	assert_int_equal(r.err, KP_OK);
 	assert_string_equal(r.a.attempt_id, "att-never-sent");
 	assert_string_equal(r.qr, "qr-again");
+	/* Its queries were planned again: one comes within query_every. */
+	advance(f, f->cfg.query_every_ms + 1000);
+	assert_non_null(find_req(f, KP_OP_QUERY_PAYMENT, "att-never-sent"));
 	kp_attempt arr[4];
 	size_t n = 0;
 	assert_int_equal(kp_journal_attempts_of_order(f->j, o.order_id, arr, 4, &n), KP_OK);
@@ -618,8 +621,8 @@ static void test_double_tap_without_qr_asks_again(void **state)
 	struct pay_result r2 = {0};
 	nreq = f->host.nreq;
 	assert_int_equal(kp_engine_pay(f->e, o.order_id, "card", pay_done, &r2), KP_OK);
-	(void)kp_engine_tick(f->e);
 	assert_int_equal(f->host.nreq, nreq);
+	(void)kp_engine_tick(f->e);
 	assert_int_equal(r2.calls, 1);
 	assert_string_equal(r2.qr, "qr-again");
 }
@@ -838,6 +841,54 @@ static void test_queries_beyond_memory(void **state)
 			fail_msg("attempt %d (%s) not queried", i, a[i].attempt_id);
 		answer_payment(q, "pending", NULL, 0);
 	}
+}
+
+/* A host error on a query from memory: the journal takes the attempt back
+ * (its backoff, never past the pay window's end) and the memory plan steps
+ * aside; a reload that changes the window replans every live attempt. */
+static void test_query_error_and_reload(void **state)
+{
+	struct fixture *f = *state;
+	kp_order o;
+	kp_attempt a;
+	make_order(f, "qerr-1", 60, &o);
+	pay_pending(f, o.order_id, "card", &a);
+	advance(f, f->cfg.query_every_ms + 1000);
+	struct fake_req *q = find_req(f, KP_OP_QUERY_PAYMENT, a.attempt_id);
+	assert_non_null(q);
+	kp_host_msg m;
+	memset(&m, 0, sizeof(m));
+	m.op = KP_OP_ERROR;
+	snprintf(m.code, sizeof(m.code), "busy");
+	snprintf(m.message, sizeof(m.message), "try later");
+	answer(q, KP_OK, &m);
+	(void)kp_engine_tick(f->e);
+	kp_attempt now;
+	assert_int_equal(kp_journal_attempt_get(f->j, a.attempt_id, &now), KP_OK);
+	assert_true(now.next_check_at < a.created_at + f->cfg.pay_window_ms);
+	int before = count_req(f, KP_OP_QUERY_PAYMENT);
+	advance(f, f->cfg.query_every_ms + 1000); /* inside the backoff: no query from memory either */
+	assert_int_equal(count_req(f, KP_OP_QUERY_PAYMENT), before);
+	advance(f, 40000); /* the backoff, then the journal's query */
+	assert_true(count_req(f, KP_OP_QUERY_PAYMENT) > before);
+	for (struct fake_req *p; (p = find_req(f, KP_OP_QUERY_PAYMENT, a.attempt_id));)
+		answer_payment(p, "pending", NULL, 0);
+
+	/* A reload with a shorter window: every live record is due, the window
+	 * is the new one (the cancel comes at it, not at the old deadline). */
+	kp_order o2;
+	kp_attempt a2;
+	make_order(f, "qerr-2", 61, &o2);
+	pay_pending(f, o2.order_id, "qr", &a2);
+	kp_engine_config cfg = f->cfg;
+	cfg.pay_window_ms = 20000;
+	kp_engine_set_config(f->e, &cfg);
+	advance(f, 21000);
+	for (struct fake_req *p; (p = find_req(f, KP_OP_QUERY_PAYMENT, a2.attempt_id));)
+		answer_payment(p, "pending", NULL, 0);
+	advance(f, 2000);
+	assert_non_null(find_req(f, KP_OP_CANCEL_PAYMENT, a2.attempt_id));
+	assert_int_equal(attempt_state(f, a2.attempt_id), KP_ATTEMPT_CANCELING);
 }
 
 static void test_orphan_and_amount_mismatch(void **state)
@@ -1308,6 +1359,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_cancel_loses_race, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_confirm_queries_then_cancel, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_queries_beyond_memory, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_query_error_and_reload, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_orphan_and_amount_mismatch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_vend_failure_refunds, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_give_up_unresolved, setup, teardown),
