@@ -433,14 +433,12 @@ static kp_err attempt_new_for(kp_engine *e, const char *order_id, const char *ch
 	if (err != KP_OK)
 		return err;
 	int64_t now = now_wall(e);
-	/* The first query is due query_every after the begin, committed with it:
-	 * the create_payment reply then writes nothing (its QR is kept in memory).
-	 * A create the host has not answered by then gets a query beside it, as
-	 * queries already do among themselves (each is due query_every after the
-	 * last, answered or not). */
-	int64_t first_check = first_query_at(e, now) - now;
-	/* With room in memory, the queries until the pay window's end are
-	 * planned there (pay_send_create) and the journal holds that end. */
+	/* The next check is committed with the begin, so the create_payment reply
+	 * writes nothing (its QR is kept in memory). With room in memory, the
+	 * queries until the pay window's end are planned there (pay_send_create,
+	 * the first at first_query_at) and the journal holds that end; without,
+	 * the journal holds the first query. A create the host has not answered
+	 * by then gets a query beside it, as queries do among themselves. */
 	*in_memory = query_room(e, id->s);
 	*out = (kp_attempt_new){
 		.attempt_id = id->s,
@@ -448,11 +446,10 @@ static kp_err attempt_new_for(kp_engine *e, const char *order_id, const char *ch
 		.channel = channel,
 		.amount = amount,
 		.now = now,
-		.next_check_at = *in_memory ? pay_deadline(e, now) : now + first_check,
+		.next_check_at = *in_memory ? pay_deadline(e, now) : first_query_at(e, now),
 	};
 	return KP_OK;
 }
-
 
 /* Attempt a is committed as paying: tell the observers, send create_payment.
  * If it cannot be sent, the host never saw the id: fail the attempt and
