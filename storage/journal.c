@@ -118,33 +118,33 @@ static const char *const sql_text[ST__COUNT] = {
 			  "WHERE refund_id=?1",
 	[ST_REFUNDS_OF_ORDER] = "SELECT " REFUND_COLS " FROM refunds WHERE order_id=?1 "
 				"ORDER BY created_at, refund_id LIMIT ?2",
-	[ST_DUE_ATTEMPTS] = "SELECT " ATTEMPT_COLS " FROM attempts INDEXED BY attempts_due "
-			    "WHERE " KP_SCHEMA_LIVE("state")
-			    " AND next_check_at<=?1 ORDER BY next_check_at LIMIT ?2",
-	[ST_DUE_REFUNDS] = "SELECT " REFUND_COLS " FROM refunds WHERE " KP_SCHEMA_REFUND_OPEN("state")
-			   " AND next_check_at<=?1 ORDER BY next_check_at LIMIT ?2",
-	[ST_EXPIRED_ORDERS] = "SELECT " ORDER_COLS " FROM orders INDEXED BY orders_pending "
-			      "WHERE state='pending' AND expires_at<=?1 ORDER BY expires_at LIMIT ?2",
+	/* The due table (schema 5) holds only what is pending, live or open, in
+	 * time order: each walk joins its rows to their records. */
+	[ST_DUE_ATTEMPTS] = "SELECT " ATTEMPT_COLS " FROM due CROSS JOIN attempts ON attempts.attempt_id=due.id "
+			    "WHERE due.kind='attempt' AND due.at<=?1 ORDER BY due.at LIMIT ?2",
+	[ST_DUE_REFUNDS] = "SELECT " REFUND_COLS " FROM due CROSS JOIN refunds ON refunds.refund_id=due.id "
+			   "WHERE due.kind='refund' AND due.at<=?1 ORDER BY due.at LIMIT ?2",
+	[ST_EXPIRED_ORDERS] = "SELECT " ORDER_COLS " FROM due CROSS JOIN orders ON orders.order_id=due.id "
+			      "WHERE due.kind='order' AND due.at<=?1 ORDER BY due.at LIMIT ?2",
 	/* The same less those whose attempt is still live (it finishes first): after a
 	 * power cut, thousands of these must not be walked past on every tick. */
-	[ST_ORDERS_TO_EXPIRE] = "SELECT " ORDER_COLS " FROM orders INDEXED BY orders_pending "
-				"WHERE state='pending' AND expires_at<=?1 AND NOT EXISTS (SELECT 1 FROM "
+	[ST_ORDERS_TO_EXPIRE] = "SELECT " ORDER_COLS " FROM due CROSS JOIN orders ON orders.order_id=due.id "
+				"WHERE due.kind='order' AND due.at<=?1 AND NOT EXISTS (SELECT 1 FROM "
 				"attempts INDEXED BY attempts_by_order WHERE attempts.order_id=orders.order_id "
-				"AND " KP_SCHEMA_LIVE("attempts.state") ") ORDER BY expires_at LIMIT ?2",
+				"AND " KP_SCHEMA_LIVE("attempts.state") ") ORDER BY due.at LIMIT ?2",
 	/* At boot only: a scan of the table. */
 	[ST_PAID_UNFULFILLED] = "SELECT " ORDER_COLS " FROM orders WHERE state='paid' AND created_at<?1 "
 				"ORDER BY created_at LIMIT ?2",
 	/* Boot and POST /reconcile: only rows not yet due are written (after a
 	 * power cut most are overdue already, and rewriting 10,000 rows would
-	 * delay the first sale). */
-	[ST_ALL_DUE_ATTEMPTS] = "UPDATE attempts INDEXED BY attempts_due "
-				"SET next_check_at=?1 WHERE " KP_SCHEMA_LIVE("state") " AND next_check_at>?1",
-	[ST_ALL_DUE_REFUNDS] = "UPDATE refunds INDEXED BY refunds_due SET next_check_at=?1 "
-			       "WHERE " KP_SCHEMA_REFUND_OPEN("state") " AND next_check_at>?1",
+	 * delay the first sale). Their due rows move with them (the triggers). */
+	[ST_ALL_DUE_ATTEMPTS] = "UPDATE attempts SET next_check_at=?1 WHERE attempt_id IN "
+				"(SELECT id FROM due WHERE kind='attempt' AND at>?1)",
+	[ST_ALL_DUE_REFUNDS] = "UPDATE refunds SET next_check_at=?1 WHERE refund_id IN "
+			       "(SELECT id FROM due WHERE kind='refund' AND at>?1)",
 	[ST_COUNT_OPEN] = KP_SCHEMA_COUNT_OPEN,
-	[ST_NEXT_DUE] = "SELECT (SELECT min(next_check_at) FROM attempts INDEXED BY attempts_due "
-			"WHERE " KP_SCHEMA_LIVE("state") "), "
-			"(SELECT min(next_check_at) FROM refunds WHERE " KP_SCHEMA_REFUND_OPEN("state") ")",
+	[ST_NEXT_DUE] = "SELECT (SELECT at FROM due WHERE kind='attempt' ORDER BY at LIMIT 1), "
+			"(SELECT at FROM due WHERE kind='refund' ORDER BY at LIMIT 1)",
 	[ST_EVENTS] = "SELECT " EVENT_COLS " FROM events WHERE seq>?1 ORDER BY seq LIMIT ?2",
 };
 
@@ -2130,6 +2130,13 @@ struct invariant {
 	const char *fmt; /* up to three %s */
 };
 
+/* What the due table of schema 5 must hold, row for row (its triggers keep it). */
+#define DUE_EXPECTED                                                                          \
+	"WITH e(kind, id, at) AS (SELECT 'order', order_id, expires_at FROM orders WHERE "   \
+	"state='pending' UNION ALL SELECT 'attempt', attempt_id, next_check_at FROM attempts " \
+	"WHERE " KP_SCHEMA_LIVE("state") " UNION ALL SELECT 'refund', refund_id, next_check_at " \
+	"FROM refunds WHERE " KP_SCHEMA_REFUND_OPEN("state") ") "
+
 static const struct invariant invariants[] = {
 	{"SELECT order_id, count(*) FROM attempts WHERE state='succeeded' "
 	 "GROUP BY order_id HAVING count(*) > 1",
@@ -2158,6 +2165,10 @@ static const struct invariant invariants[] = {
 	 "('refunding','refunded','refund_rejected') AND NOT EXISTS (SELECT 1 FROM refunds r "
 	 "WHERE r.attempt_id=a.attempt_id)",
 	 "attempt %s is %s but no refund names it"},
+	{DUE_EXPECTED "SELECT kind, id, at FROM e EXCEPT SELECT kind, id, at FROM due",
+	 "%s %s is due at %s but the due table does not say so"},
+	{DUE_EXPECTED "SELECT kind, id, at FROM due EXCEPT SELECT kind, id, at FROM e",
+	 "the due table holds %s %s at %s, which is not pending, live or open at that time"},
 };
 
 struct problems {

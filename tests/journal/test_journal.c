@@ -182,6 +182,36 @@ static kp_err rmove(struct fixture *f, const char *id, kp_refund_state from, kp_
 	return kp_journal_refund_move(f->j, id, &m);
 }
 
+/* When the due table (schema 5) says record `id` of `kind` is due: -1 when it
+ * holds no row for it; a second row for one record fails the test. */
+static int64_t due_at(struct fixture *f, const char *kind, const char *id)
+{
+	char sql[256];
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM due WHERE kind='%s' AND id='%s'", kind, id);
+	int64_t rows = raw_int(f->path, sql);
+	assert_true(rows <= 1);
+	if (rows == 0)
+		return -1;
+	snprintf(sql, sizeof(sql), "SELECT at FROM due WHERE kind='%s' AND id='%s'", kind, id);
+	return raw_int(f->path, sql);
+}
+
+static void count_due_problem(void *arg, const char *problem)
+{
+	if (strstr(problem, "due table"))
+		++*(int *)arg;
+}
+
+/* How many lines of kp_journal_check() say the due table is out of step
+ * (the exhaustive move tables leave other, deliberate problems behind). */
+static int due_problems(struct fixture *f)
+{
+	int n = 0;
+	kp_err err = kp_journal_check(f->j, count_due_problem, &n);
+	assert_true(err == KP_OK || err == KP_ERR_CORRUPT);
+	return n;
+}
+
 /* ---------- the machines, through the API ---------- */
 
 /* Allowed moves, written out here independently of states.c. */
@@ -258,8 +288,12 @@ static void test_order_moves(void **state)
 			assert_int_equal(got.state, ok ? to : from);
 			if (ok)
 				assert_int_equal(got.updated_at, T0 + 30);
+			/* Due at its expiry while pending, not due otherwise. */
+			assert_int_equal(due_at(f, "order", o.order_id),
+					 got.state == O(PENDING) ? got.expires_at : -1);
 		}
 	}
+	assert_int_equal(due_problems(f), 0);
 	/* A legal move from a state the order is not in: KP_ERR_STATE, nothing written. */
 	kp_order o;
 	make_order(f, &o);
@@ -328,8 +362,12 @@ static void test_attempt_moves(void **state)
 				assert_int_equal(got.next_check_at,
 						 kp_attempt_state_final((kp_attempt_state)to) ? 0 : T0 + 60000);
 			}
+			/* Due at its next check while live (moved with it), not due otherwise. */
+			assert_int_equal(due_at(f, "attempt", a.attempt_id),
+					 kp_attempt_state_live(got.state) ? got.next_check_at : -1);
 		}
 	}
+	assert_int_equal(due_problems(f), 0);
 	kp_order o;
 	kp_attempt a;
 	make_order(f, &o);
@@ -405,8 +443,11 @@ static void test_refund_moves(void **state)
 			assert_int_equal(got.state, ok ? to : from);
 			if (ok)
 				assert_int_equal(got.tries, 1);
+			assert_int_equal(due_at(f, "refund", r.refund_id),
+					 got.state == R(PENDING) || got.state == R(SENT) ? got.next_check_at : -1);
 		}
 	}
+	assert_int_equal(due_problems(f), 0);
 	kp_refund r;
 	make_refund(f, NULL, "unknown-attempt", KP_REASON_ORPHAN, &r);
 	assert_int_equal(rmove(f, r.refund_id, R(SENT), R(REFUNDED)), KP_ERR_STATE);
@@ -1335,9 +1376,10 @@ static void make_v2_journal(const char *path, const char *extra)
 	sqlite3_close(db);
 }
 
-/* Schema 2 -> 3 (rowid tables, per-order triggers) -> 4 (no attempts.qr)
- * keeps every record and every field but the QR, and the database still
- * refuses a second live attempt or kept success. */
+/* Schema 2 -> 3 (rowid tables, per-order triggers) -> 4 (no attempts.qr) ->
+ * 5 (the due table) keeps every record and every field but the QR, puts
+ * what is due in the due table, and the database still refuses a second
+ * live attempt or kept success. */
 static void test_migration_from_v2(void **state)
 {
 	struct fixture *f = *state;
@@ -1352,6 +1394,13 @@ static void test_migration_from_v2(void **state)
 	assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_schema WHERE type='trigger' AND "
 				 "name GLOB 'attempts_one_*'"), 4);
 	assert_int_equal(raw_int(f->path, "SELECT count(*) FROM events"), events);
+	/* 5: what is pending, live or open is in the due table, at its time. */
+	assert_int_equal(raw_int(f->path, "SELECT count(*) FROM due"), 3);
+	assert_int_equal(due_at(f, "order", "o2"), 300002);
+	assert_int_equal(due_at(f, "attempt", "a3"), 5005);
+	assert_int_equal(due_at(f, "refund", "r1"), 5006);
+	assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_schema WHERE name IN "
+				 "('orders_pending','attempts_due','refunds_due')"), 0);
 	assert_int_equal(kp_journal_check(f->j, NULL, NULL), KP_OK);
 
 	kp_order o;
@@ -1395,7 +1444,9 @@ static void test_migration_from_v2(void **state)
 	assert_string_equal(raw_msg, KP_SCHEMA_ONE_KEPT);
 	/* The live one finishes, then a new attempt may start. */
 	assert_int_equal(amove(f, "a3", A(PAYING), A(FAILED)), KP_OK);
+	assert_int_equal(due_at(f, "attempt", "a3"), -1);
 	assert_int_equal(kp_journal_attempt_begin(f->j, &an, &a), KP_OK);
+	assert_int_equal(due_at(f, "attempt", "a4"), T0 + 5000);
 	assert_int_equal(kp_journal_check(f->j, NULL, NULL), KP_OK);
 }
 
@@ -1609,6 +1660,12 @@ static void test_check_finds_problems(void **state)
 		 "UPDATE orders SET state='paid' WHERE order_id='%2$s'", "is pending but has a kept success", 1},
 		{"UPDATE orders SET state='fulfill_failed' WHERE order_id='%2$s'",
 		 "UPDATE orders SET state='paid' WHERE order_id='%2$s'", "is fulfill_failed but has a kept success", 2},
+		/* The due table (schema 5) out of step with the records, both ways. */
+		{"DELETE FROM due WHERE kind='order'",
+		 "INSERT INTO due SELECT expires_at,'order',order_id FROM orders WHERE state='pending'",
+		 "but the due table does not say so", 1},
+		{"INSERT INTO due VALUES(7,'attempt','%1$s')", "DELETE FROM due WHERE at=7",
+		 "the due table holds attempt", 1},
 		{"INSERT INTO refunds(refund_id,order_id,attempt_id,host_txn,amount,reason,state,"
 		 "created_at,updated_at,next_check_at) VALUES('r-x','%2$s','ghost','t-x',1,'late',"
 		 "'pending',0,0,0)", NULL, "names attempt ghost", 1},
