@@ -102,6 +102,12 @@ typedef struct kp_event {
  * KP_ERR_FUTURE_VERSION. env is borrowed and must outlive the journal.
  * On success *out owns the handle; free with kp_journal_close(). */
 kp_err kp_journal_open(kp_journal **out, const char *path, unsigned flags, const kp_env *env) KP_MUST_USE;
+
+/* The journal's process-wide SQLite settings (memory statistics off: a
+ * global mutex on every allocation). The first open applies them; a program
+ * that touches SQLite before it (a VFS of its own) calls this first, or they
+ * are not applied. Idempotent, thread-safe. */
+void kp_journal_setup(void);
 /* Knobs for tests and benchmarks; the daemon uses kp_journal_open(). */
 typedef struct kp_journal_opts {
 	const char *vfs_name;    /* a registered sqlite3_vfs (counting, crash); NULL: default */

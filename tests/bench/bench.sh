@@ -101,6 +101,15 @@ bench_journal() {
 	fig journal "syncs / KiB per payment, journal holding $pre sales (baseline: empty journal)" "$sp2 / $kp2" \
 		"$sp / $kp" "$(ratio "$sp2" "$sp") / $(ratio "$kp2" "$kp")" "<= 4 / <= 16"
 	fig journal "journal commits/s vs plain SQLite, both holding $pre sales (median of rounds)" "$r2" "-" "-" ">= 0.8x"
+	# The same journal in service when the UI makes time-ordered dedup keys
+	# (UUID v7, docs/api.md): the dedup index then grows at its right edge.
+	local jo=$res/journal-in-service-ordered.json so ko
+	"$bin" --dir "${BENCH_DIR:-/tmp}" --prefill "$pre" --payments 1000 --ordered-keys --json "$jo" \
+		${BENCH_JOURNAL_ARGS:-} >"$res/journal-in-service-ordered.log"
+	so=$(jnum "$jo" syncs_per_payment) ko=$(jnum "$jo" kib_per_payment)
+	echo "in service, time-ordered dedup keys: $so syncs, $ko KiB per payment"
+	fig journal "syncs / KiB per payment, journal holding $pre sales, UI's dedup keys time-ordered (baseline: random keys)" \
+		"$so / $ko" "$sp2 / $kp2" "$(ratio "$so" "$sp2") / $(ratio "$ko" "$kp2")" "<= 4 / <= 16"
 	# The same sale as POST /orders then /pay: the order is a commit of its own.
 	local j4=$res/journal-two-requests.json s4 k4
 	"$bin" --dir "${BENCH_DIR:-/tmp}" --two-requests --json "$j4" ${BENCH_JOURNAL_ARGS:-} >"$res/journal-two-requests.log"

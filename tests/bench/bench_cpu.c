@@ -305,6 +305,7 @@ int main(int argc, char **argv)
 	kp_engine_config_defaults(&cfg);
 	r->customer_ms = customer_ms;
 	kp_journal_opts jo = {.vfs_name = syncs ? KP_COUNT_VFS_NAME : NULL};
+	kp_journal_setup(); /* before the counting VFS initializes SQLite, as in the daemon */
 	if ((syncs && kp_count_vfs_register() != KP_OK) || kp_journal_open_ex(&r->j, path, 0, &r->env, &jo) != KP_OK) {
 		fprintf(stderr, "kp-bench-cpu: cannot open %s\n", path);
 		return 1;

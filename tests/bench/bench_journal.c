@@ -101,8 +101,12 @@ static uint64_t splitmix64(uint64_t *seed)
 
 /* The ids of payment i at time t, shaped as in service and the same on every
  * run: order and attempt ids as the daemon makes them (kp_uuid_new: time-
- * ordered), the dedup key as a UI makes it (a random version 4 UUID), the
- * host's transaction id as the simulator makes it (txn- and 16 random hex). */
+ * ordered), the dedup key as a UI makes it (a random version 4 UUID; with
+ * --ordered-keys a time-ordered version 7 one, as docs/api.md recommends),
+ * the host's transaction id as the simulator makes it (txn- and 16 random
+ * hex). */
+static bool ordered_keys;
+
 struct ids {
 	char oid[40], key[40], aid[40], txn[40];
 };
@@ -124,6 +128,11 @@ static void payment_ids(struct ids *d, int i, int64_t t)
 	snprintf(d->key, sizeof(d->key), "%08x-%04x-4%03x-%04x-%012llx", (unsigned)(v0 >> 32),
 		 (unsigned)(v0 >> 16) & 0xFFFF, (unsigned)v0 & 0xFFF, (unsigned)(v1 >> 48) & 0xFFFF,
 		 (unsigned long long)(v1 & 0xFFFFFFFFFFFFULL));
+	if (ordered_keys) { /* the UI's clock is the kiosk's: made just before the order */
+		if (kp_uuid_new(&env, &u) != KP_OK)
+			die("uuid", KP_ERR_INTERNAL);
+		snprintf(d->key, sizeof(d->key), "%s", u.s);
+	}
 	snprintf(d->txn, sizeof(d->txn), "txn-%016llx", (unsigned long long)splitmix64(&seed));
 }
 
@@ -431,13 +440,14 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: kp-bench-journal [--dir DIR] [--payments N] [--page-size BYTES]\n"
 			"                         [--autocheckpoint PAGES] [--prefill N] [--two-requests]\n"
-			"                         [--json FILE]\n"
+			"                         [--ordered-keys] [--json FILE]\n"
 			"  measures in a fresh temp dir under DIR (default /tmp); N completed payments\n"
 			"  (default 300); page size of the journal and the baseline (default the\n"
 			"  journal's, %d); the journal's WAL autocheckpoint (default the daemon's);\n"
 			"  --prefill: N payments made first, not measured (a journal in service:\n"
 			"  the random-key indexes then touch leaves all over the file);\n"
 			"  --two-requests: a sale as POST /orders then /pay (4 commits, not 3);\n"
+			"  --ordered-keys: the UI's dedup keys are time-ordered (UUID v7), not v4;\n"
 			"  --json: the figures as one JSON object too\n", KP_JOURNAL_PAGE_SIZE);
 	exit(2);
 }
@@ -468,12 +478,15 @@ int main(int argc, char **argv)
 			op.prefill = int_arg(argv[++i], 0, 10000000);
 		else if (strcmp(argv[i], "--two-requests") == 0)
 			commits_per_payment = 4;
+		else if (strcmp(argv[i], "--ordered-keys") == 0)
+			ordered_keys = true;
 		else if (strcmp(argv[i], "--json") == 0 && i + 1 < argc)
 			op.json = argv[++i];
 		else
 			usage();
 	}
 	op.payments -= op.payments % ROUNDS;
+	kp_journal_setup(); /* before the VFS below initializes SQLite: as in the daemon, for both sides */
 	if (kp_count_vfs_register() != KP_OK)
 		die("register the counting VFS", KP_ERR_INTERNAL);
 	char dir[4096];
@@ -503,6 +516,7 @@ int main(int argc, char **argv)
 		printf("  (a)-(c) on journals that already hold %d payments (--prefill)\n", op.prefill);
 	printf("  a payment: %s | confirmation + attempt succeeded + order paid | order fulfilled\n",
 	       COMMITS_PER_PAYMENT == 3 ? "order + attempt begin (one-request sale)" : "order create | attempt begin");
+	printf("  dedup keys: %s\n", ordered_keys ? "time-ordered (UUID v7, --ordered-keys)" : "random (UUID v4)");
 
 	/* (a) vs (b), interleaved in rounds (which goes first alternates) so that a
 	 * busy machine hurts both alike; the ratio reported is the median of the
@@ -651,7 +665,8 @@ int main(int argc, char **argv)
 		double sa, ka, sbase, kbase; /* as the daemon runs: with autocheckpoint */
 		io_per(&dj, n, &sa, &ka);
 		io_per(&db, n, &sbase, &kbase);
-		fprintf(f, "{\"bench\":\"journal\",\"payments\":%d,\"prefill\":%d,\"commits\":%d,\"page_size\":%d,"
+		fprintf(f, "{\"bench\":\"journal\",\"payments\":%d,\"prefill\":%d,\"ordered_keys\":%s,"
+			   "\"commits\":%d,\"page_size\":%d,"
 			   "\"journal_commits_per_s\":%.1f,\"baseline_commits_per_s\":%.1f,\"ratio_overall\":%.3f,"
 			   "\"ratio_median\":%.3f,\"journal_payments_per_s\":%.1f,\"cpu_us_per_commit\":%.1f,"
 			   "\"baseline_cpu_us_per_commit\":%.1f,\"syncs_per_payment\":%.3f,\"kib_per_payment\":%.2f,"
@@ -661,7 +676,7 @@ int main(int argc, char **argv)
 			   "\"journal_over_naive\":%.3f,\"fsync_per_s\":%.1f,\"fsync_p50_ms\":%.3f,"
 			   "\"fsync_p99_ms\":%.3f,\"journal_commits_per_s_vs_fsync\":%.1f,\"journal_over_fsync\":%.3f,"
 			   "\"load1\":%.2f}\n",
-			n, op.prefill, commits, op.page_size, ja, bb, ja / bb, (ratios[ROUNDS / 2 - 1] + ratios[ROUNDS / 2]) / 2,
+			n, op.prefill, ordered_keys ? "true" : "false", commits, op.page_size, ja, bb, ja / bb, (ratios[ROUNDS / 2 - 1] + ratios[ROUNDS / 2]) / 2,
 			ja / COMMITS_PER_PAYMENT, cj / commits * 1e6, cb / commits * 1e6, sa, ka, sbase, kbase, pj, pn, sn, kn, pj / pn,
 			fps, lat[na / 2] / 1000.0, lat[(na * 99) / 100] / 1000.0, jc, jc / fps, load[0]);
 		fclose(f);
