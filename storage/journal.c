@@ -64,6 +64,7 @@ enum st {
 	ST_ATTEMPT_GET,
 	ST_ATTEMPT_LIVE,
 	ST_ATTEMPT_KEPT,
+	ST_ATTEMPT_NEXT_RID,
 	ST_ATTEMPT_ADD,
 	ST_ATTEMPT_SET,
 	ST_ATTEMPTS_OF_ORDER,
@@ -86,6 +87,12 @@ enum st {
 	ST__COUNT
 };
 
+/* The attempts of the order with id `id` (a parameter), as a FROM clause and
+ * the start of its WHERE: the order's rid range, read from orders once. */
+#define OF_ORDER(id)                                                                           \
+	"(SELECT rid << 16 AS lo FROM orders WHERE order_id=" id ") AS o CROSS JOIN attempts "  \
+	"WHERE attempts.rid BETWEEN o.lo AND o.lo + 65535"
+
 static const char *const sql_text[ST__COUNT] = {
 	[ST_BEGIN] = "BEGIN IMMEDIATE",
 	[ST_BEGIN_READ] = "BEGIN DEFERRED",
@@ -101,13 +108,21 @@ static const char *const sql_text[ST__COUNT] = {
 	[ST_ORDER_ADD] = "INSERT INTO orders(" ORDER_COLS ") VALUES(?1,?2,?3,?4,?5,'pending',?6,?7,?6)",
 	[ST_ORDER_SET] = "UPDATE orders SET state=?3, updated_at=?4 WHERE order_id=?1 AND state=?2",
 	[ST_ATTEMPT_GET] = "SELECT " ATTEMPT_COLS " FROM attempts WHERE attempt_id=?1",
-	[ST_ATTEMPT_LIVE] = "SELECT " ATTEMPT_COLS " FROM attempts WHERE order_id=?1 AND " KP_SCHEMA_LIVE("state"),
-	[ST_ATTEMPT_KEPT] = "SELECT " ATTEMPT_COLS " FROM attempts WHERE order_id=?1 AND state = 'succeeded'",
-	[ST_ATTEMPT_ADD] = "INSERT INTO attempts(" ATTEMPT_COLS ") "
-			   "VALUES(?1,?2,?3,?4,'paying','',?5,?5,?6,0)",
+	/* An order's attempts are the rows rid*65536 .. rid*65536+65535 of
+	 * attempts (schema 6): found through the order's rid, no index. */
+	[ST_ATTEMPT_LIVE] = "SELECT " ATTEMPT_COLS " FROM " OF_ORDER("?1") " AND " KP_SCHEMA_LIVE("state"),
+	[ST_ATTEMPT_KEPT] = "SELECT " ATTEMPT_COLS " FROM " OF_ORDER("?1") " AND state = 'succeeded'",
+	/* The rid of an order's next attempt: one past its last attempt's, or
+	 * the start of its range. A statement of its own: an INSERT that reads
+	 * its own table first copies what it reads into a temporary table. */
+	[ST_ATTEMPT_NEXT_RID] = "SELECT coalesce((SELECT a.rid + 1 FROM attempts a WHERE a.rid BETWEEN o.lo AND "
+				"o.lo + 65535 ORDER BY a.rid DESC LIMIT 1), o.lo) "
+				"FROM (SELECT rid << 16 AS lo FROM orders WHERE order_id=?1) AS o",
+	[ST_ATTEMPT_ADD] = "INSERT INTO attempts(rid," ATTEMPT_COLS ") "
+			   "VALUES(?7,?1,?2,?3,?4,'paying','',?5,?5,?6,0)",
 	[ST_ATTEMPT_SET] = "UPDATE attempts SET state=?2, host_txn=?3, updated_at=?4, "
 			   "next_check_at=?5, tries=?6 WHERE attempt_id=?1",
-	[ST_ATTEMPTS_OF_ORDER] = "SELECT " ATTEMPT_COLS " FROM attempts WHERE order_id=?1 "
+	[ST_ATTEMPTS_OF_ORDER] = "SELECT " ATTEMPT_COLS " FROM " OF_ORDER("?1") " "
 				 "ORDER BY created_at, attempt_id LIMIT ?2",
 	[ST_CONF_GET] = "SELECT " CONF_COLS " FROM confirmations WHERE host_txn=?1",
 	[ST_CONF_ADD] = "INSERT INTO confirmations(" CONF_COLS ") VALUES(?1,?2,?3,?4,?5,?6,?7,?8) "
@@ -130,8 +145,8 @@ static const char *const sql_text[ST__COUNT] = {
 	/* The same less those whose attempt is still live (it finishes first): after a
 	 * power cut, thousands of these must not be walked past on every tick. */
 	[ST_ORDERS_TO_EXPIRE] = "SELECT " ORDER_COLS " FROM due CROSS JOIN orders ON orders.order_id=due.id "
-				"WHERE due.kind='order' AND due.at<=?1 AND NOT EXISTS (SELECT 1 FROM "
-				"attempts INDEXED BY attempts_by_order WHERE attempts.order_id=orders.order_id "
+				"WHERE due.kind='order' AND due.at<=?1 AND NOT EXISTS (SELECT 1 FROM attempts "
+				"WHERE attempts.rid BETWEEN orders.rid << 16 AND (orders.rid << 16) + 65535 "
 				"AND " KP_SCHEMA_LIVE("attempts.state") ") ORDER BY due.at LIMIT ?2",
 	/* At boot only: a scan of the table. */
 	[ST_PAID_UNFULFILLED] = "SELECT " ORDER_COLS " FROM orders WHERE state='paid' AND created_at<?1 "
@@ -1450,6 +1465,32 @@ kp_err kp_journal_attempt_kept(kp_journal *j, const char *order_id, kp_attempt *
 	return attempt_get(j, ST_ATTEMPT_KEPT, order_id, out);
 }
 
+/* The rid the next attempt of order_id gets (schema 6): its order's rid *
+ * 65536 + its number. Past 65,535 the range is full: the insert's trigger
+ * refuses it (KP_SCHEMA_RID). */
+static kp_err next_attempt_rid(kp_journal *j, const char *order_id, int64_t *rid)
+{
+	sqlite3_stmt *st = NULL;
+	TRY(stmt(j, ST_ATTEMPT_NEXT_RID, &st));
+	int rc = bind_text(st, 1, order_id);
+	if (rc != SQLITE_OK) {
+		done(st);
+		return bind_failed(j, rc);
+	}
+	rc = sqlite3_step(st);
+	kp_err err = KP_OK;
+	if (rc == SQLITE_ROW) {
+		*rid = sqlite3_column_int64(st, 0);
+	} else if (rc == SQLITE_DONE) {
+		set_msg(j, "order %s not found", order_id);
+		err = KP_ERR_NOT_FOUND;
+	} else {
+		err = map_rc(j, rc);
+	}
+	done(st);
+	return err;
+}
+
 kp_err kp_journal_attempt_begin(kp_journal *j, const kp_attempt_new *req, kp_attempt *out)
 {
 	if (!j || !req || !out)
@@ -1473,12 +1514,15 @@ kp_err kp_journal_attempt_begin(kp_journal *j, const kp_attempt_new *req, kp_att
 		err = KP_ERR_STATE;
 	}
 	sqlite3_stmt *st = NULL;
+	int64_t rid = 0;
+	if (err == KP_OK)
+		err = next_attempt_rid(j, req->order_id, &rid);
 	if (err == KP_OK)
 		err = stmt(j, ST_ATTEMPT_ADD, &st);
 	if (err == KP_OK) {
 		int rc = bind_text(st, 1, req->attempt_id) | bind_text(st, 2, req->order_id) |
 			 bind_text(st, 3, req->channel) | bind_i64(st, 4, req->amount) |
-			 bind_i64(st, 5, req->now) | bind_i64(st, 6, req->next_check_at);
+			 bind_i64(st, 5, req->now) | bind_i64(st, 6, req->next_check_at) | bind_i64(st, 7, rid);
 		if (rc != SQLITE_OK) {
 			done(st);
 			err = bind_failed(j, rc);
@@ -1488,6 +1532,12 @@ kp_err kp_journal_attempt_begin(kp_journal *j, const kp_attempt_new *req, kp_att
 		/* The schema's one-live-attempt trigger is the per-order lock. */
 		if (err == KP_ERR_CONSTRAINT && trigger_said(j, KP_SCHEMA_ONE_LIVE))
 			err = KP_ERR_BUSY;
+		/* Its rid range is full: the order takes no more attempts. */
+		if (err == KP_ERR_CONSTRAINT && trigger_said(j, KP_SCHEMA_RID)) {
+			set_msg(j, "attempt %s: order %s has had 65536 attempts, the most an order can have",
+				req->attempt_id, req->order_id);
+			err = KP_ERR_STATE;
+		}
 	}
 	if (err == KP_OK)
 		err = event_add(j, req->now, "attempt", req->attempt_id, "", "paying", "begin");
@@ -2160,15 +2210,16 @@ static const struct invariant invariants[] = {
 	{"SELECT order_id, count(*) FROM attempts WHERE state='succeeded' "
 	 "GROUP BY order_id HAVING count(*) > 1",
 	 "order %s has %s kept successes (at most one allowed)"},
-	{"SELECT o.order_id, o.state, (SELECT count(*) FROM attempts a WHERE a.order_id=o.order_id "
-	 "AND a.state='succeeded') AS n FROM orders o WHERE o.state IN ('paid','fulfilled') AND n <> 1",
+	/* Not correlated by order_id: no index serves that (schema 6). */
+	{"WITH k AS (SELECT order_id, count(*) AS n FROM attempts WHERE state='succeeded' GROUP BY order_id) "
+	 "SELECT o.order_id, o.state, coalesce(k.n, 0) FROM orders o LEFT JOIN k ON k.order_id=o.order_id "
+	 "WHERE o.state IN ('paid','fulfilled') AND coalesce(k.n, 0) <> 1",
 	 "order %s is %s with %s kept successes (exactly one expected)"},
 	{"SELECT o.order_id, o.state FROM orders o WHERE o.state NOT IN ('paid','fulfilled') AND "
-	 "EXISTS (SELECT 1 FROM attempts a WHERE a.order_id=o.order_id AND a.state='succeeded')",
+	 "o.order_id IN (SELECT order_id FROM attempts WHERE state='succeeded')",
 	 "order %s is %s but has a kept success"},
-	{"SELECT o.order_id FROM orders o WHERE o.state='fulfill_failed' AND NOT EXISTS (SELECT 1 "
-	 "FROM attempts a WHERE a.order_id=o.order_id AND a.state IN "
-	 "('refunding','refunded','refund_rejected'))",
+	{"SELECT o.order_id FROM orders o WHERE o.state='fulfill_failed' AND o.order_id NOT IN (SELECT "
+	 "order_id FROM attempts WHERE state IN ('refunding','refunded','refund_rejected'))",
 	 "order %s is fulfill_failed but none of its attempts is refunding or refunded"},
 	{"SELECT a.attempt_id, a.state, o.order_id, o.state FROM attempts a JOIN orders o "
 	 "ON o.order_id=a.order_id WHERE (o.state='expired' AND " KP_SCHEMA_LIVE("a.state") ") OR "
@@ -2184,6 +2235,9 @@ static const struct invariant invariants[] = {
 	 "('refunding','refunded','refund_rejected') AND NOT EXISTS (SELECT 1 FROM refunds r "
 	 "WHERE r.attempt_id=a.attempt_id)",
 	 "attempt %s is %s but no refund names it"},
+	{"SELECT a.attempt_id, a.rid, o.order_id, o.rid FROM attempts a JOIN orders o "
+	 "ON o.order_id=a.order_id WHERE a.rid >> 16 <> o.rid",
+	 "attempt %s has rid %s, outside the range of its order %s (rid %s)"},
 	{DUE_EXPECTED "SELECT kind, id, at FROM e EXCEPT SELECT kind, id, at FROM due",
 	 "%s %s is due at %s but the due table does not say so"},
 	{DUE_EXPECTED "SELECT kind, id, at FROM due EXCEPT SELECT kind, id, at FROM e",

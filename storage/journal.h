@@ -16,7 +16,7 @@
 
 typedef struct kp_journal kp_journal;
 
-#define KP_JOURNAL_SCHEMA_VERSION 5
+#define KP_JOURNAL_SCHEMA_VERSION 6
 
 /* Text sizes, NUL included. Ids follow the host protocol: 1..64 of [A-Za-z0-9_-]. */
 #define KP_ID_SIZE 65

@@ -4,12 +4,15 @@
 #ifndef KP_SCHEMA_H
 #define KP_SCHEMA_H
 
-#define KP_SCHEMA_LATEST 5
+#define KP_SCHEMA_LATEST 6
 /* PRAGMA application_id of a kioskpay journal: "KPJL". */
 #define KP_SCHEMA_APP_ID 0x4B504A4C
 /* What the per-order triggers of schema 3 answer (SQLite's error message). */
 #define KP_SCHEMA_ONE_LIVE "order has a live attempt already"
 #define KP_SCHEMA_ONE_KEPT "order has a kept success already"
+/* What schema 6's attempts_rid trigger answers: an attempt's rid is its
+ * order's rid * 65536 + its number (at most 65,536 attempts per order). */
+#define KP_SCHEMA_RID "attempt rid outside the range of its order (at most 65536 attempts per order)"
 
 /* "Column c holds a live attempt state" and "an open refund state", as the
  * triggers of schema 3 and 5 say it. Comparisons, not a constant IN list,

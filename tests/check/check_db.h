@@ -21,7 +21,7 @@ typedef struct kp_check_db kp_check_db;
 #define KP_CHECK_JOURNAL_APP_ID 0x4B504A4C
 /* Journal schema versions it reads: 2 only added an index, the tables are 1's. */
 #define KP_CHECK_JOURNAL_VERSION_MIN 1
-#define KP_CHECK_JOURNAL_VERSION 5
+#define KP_CHECK_JOURNAL_VERSION 6
 /* The ledger dump format and ledger file version of kp-hostsim it reads. */
 #define KP_CHECK_LEDGER_FORMAT "kp-hostsim-ledger/1"
 #define KP_CHECK_LEDGER_VERSION 1

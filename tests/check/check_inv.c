@@ -33,8 +33,9 @@ static const char *const q_inv1[] = {
 	"GROUP BY order_id HAVING count(*) > 1 ORDER BY order_id",
 
 	"SELECT 'FAIL', printf('order %s is %s but has no kept success', o.order_id, o.state) "
-	"FROM orders o WHERE o.state IN ('paid','fulfilled') AND NOT EXISTS (SELECT 1 FROM attempts a "
-	"WHERE a.order_id = o.order_id AND a.state = 'succeeded') ORDER BY o.order_id",
+	/* Not correlated by order_id: since schema 6 no index serves that. */
+	"FROM orders o WHERE o.state IN ('paid','fulfilled') AND o.order_id NOT IN (SELECT order_id "
+	"FROM attempts WHERE state = 'succeeded') ORDER BY o.order_id",
 
 	"SELECT 'FAIL', printf('order %s is %s but keeps success %s', o.order_id, o.state, a.attempt_id) "
 	"FROM attempts a JOIN orders o ON o.order_id = a.order_id WHERE a.state = 'succeeded' AND "

@@ -29,9 +29,13 @@
 #define ORD(id, amt, st)                                                                         \
 	"INSERT INTO orders(order_id,dedup_key,amount,currency,state,created_at,expires_at,"    \
 	"updated_at) VALUES('" id "','k-" id "'," amt ",'EUR','" st "',1,300000,2);"
+/* rid: the next number in the order's range (schema 6); an order that is
+ * not there gives none, and the journal's trigger refuses the row. */
 #define ATT(id, ord, ch, amt, st, txn)                                                           \
-	"INSERT INTO attempts(attempt_id,order_id,channel,amount,state,host_txn,created_at,"    \
-	"updated_at,next_check_at) VALUES('" id "','" ord "','" ch "'," amt ",'" st "','" txn   \
+	"INSERT INTO attempts(rid,attempt_id,order_id,channel,amount,state,host_txn,created_at,"\
+	"updated_at,next_check_at) VALUES((SELECT coalesce((SELECT max(a.rid) + 1 FROM attempts a " \
+	"WHERE a.rid BETWEEN o.rid << 16 AND (o.rid << 16) + 65535), o.rid << 16) FROM orders o "  \
+	"WHERE o.order_id = '" ord "'),'" id "','" ord "','" ch "'," amt ",'" st "','" txn       \
 	"',1,2,0);"
 #define CONF(txn, seq, att, amt)                                                                 \
 	"INSERT INTO confirmations VALUES('" txn "'," seq ",'" att "','succeeded'," amt           \
@@ -259,8 +263,9 @@ static const struct kase cases[] = {
 	 "ALARM inv5: attempt a10 (order o6, 150) is unresolved: needs a person"},
 
 	/* 6 */
+	/* Since schema 6 the journal refuses such a row by a trigger too: gone here. */
 	{"inv6: attempt of an order that does not exist",
-	 ATT("a11", "o-missing", "card", "100", "failed", "") EV("attempt", "a11", "", "paying")
+	 "DROP TRIGGER attempts_rid;" ATT("a11", "o-missing", "card", "100", "failed", "") EV("attempt", "a11", "", "paying")
 		 EV("attempt", "a11", "paying", "failed"),
 	 "", 0, "", 1, "6", "  inv6: foreign key: attempt a11 names order o-missing, which does not exist"},
 	{"inv6: garbled page", "", "", GARBLE_PAGE | MORE_FAILS, "", 1, "6", "FAIL inv6 integrity_check ok"},

@@ -621,6 +621,58 @@ static void test_attempt_begin_rules(void **state)
 	assert_int_equal(n, 1);
 }
 
+/* Schema 6: an order's attempts are numbered in its rid range, in the order
+ * they are made; when the range is full the next one is refused, saying why,
+ * and nothing is written. */
+static void test_attempt_numbers(void **state)
+{
+	struct fixture *f = *state;
+	kp_order o, p;
+	kp_attempt a, b, c;
+	make_order(f, &o);
+	make_order(f, &p);
+	char sql[256];
+	snprintf(sql, sizeof(sql), "SELECT rid << 16 FROM orders WHERE order_id='%s'", o.order_id);
+	int64_t lo = raw_int(f->path, sql);
+	begin_attempt(f, o.order_id, &a);
+	begin_attempt(f, p.order_id, &c); /* another order's between them */
+	assert_int_equal(amove(f, a.attempt_id, A(PAYING), A(FAILED)), KP_OK);
+	begin_attempt(f, o.order_id, &b);
+	snprintf(sql, sizeof(sql), "SELECT rid FROM attempts WHERE attempt_id='%s'", a.attempt_id);
+	assert_int_equal(raw_int(f->path, sql), lo);
+	snprintf(sql, sizeof(sql), "SELECT rid FROM attempts WHERE attempt_id='%s'", b.attempt_id);
+	assert_int_equal(raw_int(f->path, sql), lo + 1);
+	kp_attempt arr[4];
+	size_t n = 0;
+	assert_int_equal(kp_journal_attempts_of_order(f->j, o.order_id, arr, 4, &n), KP_OK);
+	assert_int_equal(n, 2);
+	assert_string_equal(arr[0].attempt_id, a.attempt_id);
+	assert_string_equal(arr[1].attempt_id, b.attempt_id);
+	assert_int_equal(kp_journal_attempt_live(f->j, o.order_id, arr), KP_OK);
+	assert_string_equal(arr[0].attempt_id, b.attempt_id);
+	/* The range full: its last number taken (raw, as 65,534 more would be). */
+	assert_int_equal(amove(f, b.attempt_id, A(PAYING), A(FAILED)), KP_OK);
+	snprintf(sql, sizeof(sql), "INSERT INTO attempts(rid,attempt_id,order_id,channel,amount,state,"
+		 "created_at,updated_at,next_check_at) VALUES(%lld,'last','%s','card',250,'failed',0,0,0)",
+		 (long long)lo + 65535, o.order_id);
+	assert_int_equal(raw_exec(f->path, sql), SQLITE_OK);
+	int64_t events = event_count(f);
+	kp_attempt_new req = {.attempt_id = "one-too-many", .order_id = o.order_id, .channel = "card",
+			      .amount = 250, .now = T0 + 10, .next_check_at = T0 + 5000};
+	kp_attempt x;
+	assert_int_equal(kp_journal_attempt_begin(f->j, &req, &x), KP_ERR_STATE);
+	assert_non_null(strstr(kp_journal_errmsg(f->j), "65536 attempts"));
+	assert_int_equal(event_count(f), events);
+	assert_int_equal(kp_journal_attempt_get(f->j, "one-too-many", &x), KP_ERR_NOT_FOUND);
+	/* The other order is untouched by its neighbour's full range: its next
+	 * attempt is its second number. */
+	assert_int_equal(amove(f, c.attempt_id, A(PAYING), A(FAILED)), KP_OK);
+	kp_attempt d;
+	begin_attempt(f, p.order_id, &d);
+	snprintf(sql, sizeof(sql), "SELECT rid FROM attempts WHERE attempt_id='%s'", d.attempt_id);
+	assert_int_equal(raw_int(f->path, sql), lo + 65536 + 1);
+}
+
 static void test_one_kept_success(void **state)
 {
 	struct fixture *f = *state;
@@ -746,7 +798,11 @@ static void test_schema_refuses_raw_writes(void **state)
 	assert_int_equal(omove(f, o.order_id, O(PENDING), O(PAID)), KP_OK);
 	assert_int_equal(amove(f, b.attempt_id, A(PAYING), A(REFUNDING)), KP_OK);
 	make_refund(f, o.order_id, b.attempt_id, KP_REASON_DUPLICATE, &r);
-	const char *cols = "INSERT INTO attempts(attempt_id,order_id,channel,amount,state,created_at,"
+	/* Schema 6: an attempt's rid is in its order's range (rid << 16 ..). */
+	char sql0[128];
+	snprintf(sql0, sizeof(sql0), "SELECT rid << 16 FROM orders WHERE order_id='%s'", o.order_id);
+	long long lo = (long long)raw_int(f->path, sql0);
+	const char *cols = "INSERT INTO attempts(rid,attempt_id,order_id,channel,amount,state,created_at,"
 			   "updated_at,next_check_at) VALUES";
 	struct {
 		const char *what;
@@ -756,7 +812,7 @@ static void test_schema_refuses_raw_writes(void **state)
 	} cases[] = {
 		{"second kept success", "", SQLITE_CONSTRAINT_TRIGGER, KP_SCHEMA_ONE_KEPT},
 		{"second live attempt", "", SQLITE_CONSTRAINT_TRIGGER, KP_SCHEMA_ONE_LIVE},
-		{"attempt of no order", "", SQLITE_CONSTRAINT_FOREIGNKEY, NULL},
+		{"attempt of no order", "", SQLITE_CONSTRAINT_TRIGGER, KP_SCHEMA_RID},
 		{"attempt state unknown", "", SQLITE_CONSTRAINT_CHECK, NULL},
 		{"update an event", "UPDATE events SET cause='x'", SQLITE_CONSTRAINT_TRIGGER, NULL},
 		{"delete an event", "DELETE FROM events", SQLITE_CONSTRAINT_TRIGGER, NULL},
@@ -780,14 +836,18 @@ static void test_schema_refuses_raw_writes(void **state)
 		{"two attempts made live in one statement", "", SQLITE_CONSTRAINT_TRIGGER,
 		 KP_SCHEMA_ONE_LIVE},
 		{"second live attempt, replacing", "", SQLITE_CONSTRAINT_TRIGGER, KP_SCHEMA_ONE_LIVE},
+		{"attempt without a rid", "", SQLITE_CONSTRAINT_TRIGGER, KP_SCHEMA_RID},
+		{"attempt in the next order's range", "", SQLITE_CONSTRAINT_TRIGGER, KP_SCHEMA_RID},
+		{"rid rewritten", "", SQLITE_CONSTRAINT_TRIGGER, NULL},
 	};
-	snprintf(cases[0].sql, sizeof(cases[0].sql), "%s('x1','%s','card',250,'succeeded',0,0,0)", cols,
+	snprintf(cases[0].sql, sizeof(cases[0].sql), "%s(%lld,'x1','%s','card',250,'succeeded',0,0,0)", cols,
+		 lo + 10, o.order_id);
+	snprintf(cases[1].sql, sizeof(cases[1].sql), "BEGIN; %s(%lld,'x2','%s','card',250,'canceling',0,0,0);"
+		 "%s(%lld,'x2b','%s','card',250,'paying',0,0,0); COMMIT", cols, lo + 11, o.order_id, cols, lo + 12,
 		 o.order_id);
-	snprintf(cases[1].sql, sizeof(cases[1].sql), "BEGIN; %s('x2','%s','card',250,'canceling',0,0,0);"
-		 "%s('x2b','%s','card',250,'paying',0,0,0); COMMIT", cols, o.order_id, cols, o.order_id);
-	snprintf(cases[2].sql, sizeof(cases[2].sql), "%s('x3','nope','card',250,'paying',0,0,0)", cols);
-	snprintf(cases[3].sql, sizeof(cases[3].sql), "%s('x4','%s','card',250,'paid',0,0,0)", cols,
-		 o.order_id);
+	snprintf(cases[2].sql, sizeof(cases[2].sql), "%s(%lld,'x3','nope','card',250,'paying',0,0,0)", cols, lo + 13);
+	snprintf(cases[3].sql, sizeof(cases[3].sql), "%s(%lld,'x4','%s','card',250,'paid',0,0,0)", cols,
+		 lo + 14, o.order_id);
 	snprintf(cases[6].sql, sizeof(cases[6].sql), "DELETE FROM orders WHERE order_id='%s'", o.order_id);
 	snprintf(cases[7].sql, sizeof(cases[7].sql), "UPDATE orders SET amount=1 WHERE order_id='%s'",
 		 o.order_id);
@@ -815,10 +875,17 @@ static void test_schema_refuses_raw_writes(void **state)
 		 "WHERE attempt_id='%s'", b.attempt_id);
 	snprintf(cases[21].sql, sizeof(cases[21].sql), "UPDATE attempts SET state='paying' WHERE order_id='%s'",
 		 o.order_id);
-	snprintf(cases[22].sql, sizeof(cases[22].sql), "BEGIN; %s('x5','%s','card',250,'paying',0,0,0);"
-		 "INSERT OR REPLACE INTO attempts(attempt_id,order_id,channel,amount,state,created_at,"
-		 "updated_at,next_check_at) VALUES('x6','%s','card',250,'paying',0,0,0); COMMIT", cols,
-		 o.order_id, o.order_id);
+	snprintf(cases[22].sql, sizeof(cases[22].sql), "BEGIN; %s(%lld,'x5','%s','card',250,'paying',0,0,0);"
+		 "INSERT OR REPLACE INTO attempts(rid,attempt_id,order_id,channel,amount,state,created_at,"
+		 "updated_at,next_check_at) VALUES(%lld,'x6','%s','card',250,'paying',0,0,0); COMMIT", cols,
+		 lo + 15, o.order_id, lo + 16, o.order_id);
+	snprintf(cases[23].sql, sizeof(cases[23].sql), "INSERT INTO attempts(attempt_id,order_id,channel,amount,"
+		 "state,created_at,updated_at,next_check_at) VALUES('x7','%s','card',250,'failed',0,0,0)",
+		 o.order_id);
+	snprintf(cases[24].sql, sizeof(cases[24].sql), "%s(%lld,'x8','%s','card',250,'failed',0,0,0)", cols,
+		 lo + 65536, o.order_id);
+	snprintf(cases[25].sql, sizeof(cases[25].sql), "UPDATE attempts SET rid=rid+100 WHERE attempt_id='%s'",
+		 a.attempt_id);
 	for (size_t i = 0; i < N(cases); i++) {
 		int64_t before = event_count(f);
 		int rc = raw_exec(f->path, cases[i].sql);
@@ -1400,7 +1467,13 @@ static void test_migration_from_v2(void **state)
 	assert_int_equal(due_at(f, "attempt", "a3"), 5005);
 	assert_int_equal(due_at(f, "refund", "r1"), 5006);
 	assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_schema WHERE name IN "
-				 "('orders_pending','attempts_due','refunds_due')"), 0);
+				 "('orders_pending','attempts_due','refunds_due','attempts_by_order')"), 0);
+	/* 6: orders keep their rowids as rid; an order's attempts are numbered
+	 * in the order they were made, in its rid's range. */
+	assert_int_equal(raw_int(f->path, "SELECT rid FROM orders WHERE order_id='o2'"), 2);
+	assert_int_equal(raw_int(f->path, "SELECT rid FROM attempts WHERE attempt_id='a1'"), 1 << 16);
+	assert_int_equal(raw_int(f->path, "SELECT rid FROM attempts WHERE attempt_id='a2'"), (1 << 16) + 1);
+	assert_int_equal(raw_int(f->path, "SELECT rid FROM attempts WHERE attempt_id='a3'"), 2 << 16);
 	assert_int_equal(kp_journal_check(f->j, NULL, NULL), KP_OK);
 
 	kp_order o;
@@ -1447,6 +1520,7 @@ static void test_migration_from_v2(void **state)
 	assert_int_equal(due_at(f, "attempt", "a3"), -1);
 	assert_int_equal(kp_journal_attempt_begin(f->j, &an, &a), KP_OK);
 	assert_int_equal(due_at(f, "attempt", "a4"), T0 + 5000);
+	assert_int_equal(raw_int(f->path, "SELECT rid FROM attempts WHERE attempt_id='a4'"), (2 << 16) + 1);
 	assert_int_equal(kp_journal_check(f->j, NULL, NULL), KP_OK);
 }
 
@@ -1717,6 +1791,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_order_dedup, setup_open, teardown),
 		cmocka_unit_test_setup_teardown(test_order_inputs, setup_open, teardown),
 		cmocka_unit_test_setup_teardown(test_attempt_begin_rules, setup_open, teardown),
+		cmocka_unit_test_setup_teardown(test_attempt_numbers, setup_open, teardown),
 		cmocka_unit_test_setup_teardown(test_one_kept_success, setup_open, teardown),
 		cmocka_unit_test_setup_teardown(test_migration_from_v2, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_migration_refuses_broken_keys, setup, teardown),
