@@ -2157,7 +2157,7 @@ kp_err kp_journal_attempts_each(kp_journal *j, const char *order_id, kp_attempt_
 	TRY(heal(j));
 	kp_attempt a;
 	struct walk_fn w = {.fn.attempt = fn, .call = call_attempt, .arg = arg};
-	return walk(j, order_id ? "SELECT " ATTEMPT_COLS " FROM attempts WHERE order_id=?1 "
+	return walk(j, order_id ? "SELECT " ATTEMPT_COLS " FROM " OF_ORDER("?1") " "
 				  "ORDER BY created_at, attempt_id"
 				: "SELECT " ATTEMPT_COLS " FROM attempts ORDER BY created_at, attempt_id",
 		    order_id, row_attempt, &a, &w);

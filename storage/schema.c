@@ -414,6 +414,9 @@ static const char migration_6[] =
 	"created_at, expires_at ON orders "
 	"BEGIN SELECT RAISE(ABORT, 'order content is fixed'); END;\n"
 	DUE_TRIGGERS("orders", "order_id", "expires_at", PENDING, "order")
+	/* rid under any of its names (rowid, oid, _rowid_ skip an UPDATE OF rid). */
+	"CREATE TRIGGER orders_rid_fixed BEFORE UPDATE ON orders WHEN new.rid IS NOT old.rid "
+	"BEGIN SELECT RAISE(ABORT, 'order content is fixed'); END;\n"
 
 	"CREATE TABLE attempts_v6 (\n" ATTEMPTS_V6 ") STRICT;\n"
 	"INSERT INTO attempts_v6(rid," ATTEMPTS_V6_LIST ") SELECT (o.rid << 16) + row_number() OVER "
@@ -435,6 +438,8 @@ static const char migration_6[] =
 	"CREATE TRIGGER attempts_host_txn_fixed BEFORE UPDATE OF host_txn ON attempts "
 	"WHEN old.host_txn <> '' AND new.host_txn <> old.host_txn "
 	"BEGIN SELECT RAISE(ABORT, 'attempt host_txn is fixed once set'); END;\n"
+	"CREATE TRIGGER attempts_rid_fixed BEFORE UPDATE ON attempts WHEN new.rid IS NOT old.rid "
+	"BEGIN SELECT RAISE(ABORT, 'attempt content is fixed'); END;\n"
 	"CREATE TRIGGER attempts_rid BEFORE INSERT ON attempts WHEN new.rid >> 16 IS NOT "
 	"(SELECT rid FROM orders WHERE order_id = new.order_id) "
 	"BEGIN SELECT RAISE(ABORT, '" KP_SCHEMA_RID "'); END;\n"

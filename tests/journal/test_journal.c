@@ -839,6 +839,8 @@ static void test_schema_refuses_raw_writes(void **state)
 		{"attempt without a rid", "", SQLITE_CONSTRAINT_TRIGGER, KP_SCHEMA_RID},
 		{"attempt in the next order's range", "", SQLITE_CONSTRAINT_TRIGGER, KP_SCHEMA_RID},
 		{"rid rewritten", "", SQLITE_CONSTRAINT_TRIGGER, NULL},
+		{"rid rewritten as _rowid_", "", SQLITE_CONSTRAINT_TRIGGER, NULL},
+		{"order rid rewritten as oid", "", SQLITE_CONSTRAINT_TRIGGER, NULL},
 	};
 	snprintf(cases[0].sql, sizeof(cases[0].sql), "%s(%lld,'x1','%s','card',250,'succeeded',0,0,0)", cols,
 		 lo + 10, o.order_id);
@@ -886,6 +888,10 @@ static void test_schema_refuses_raw_writes(void **state)
 		 lo + 65536, o.order_id);
 	snprintf(cases[25].sql, sizeof(cases[25].sql), "UPDATE attempts SET rid=rid+100 WHERE attempt_id='%s'",
 		 a.attempt_id);
+	snprintf(cases[26].sql, sizeof(cases[26].sql), "UPDATE attempts SET _rowid_=%lld WHERE attempt_id='%s'",
+		 lo + 65536 + 7, a.attempt_id);
+	snprintf(cases[27].sql, sizeof(cases[27].sql), "UPDATE orders SET oid=oid+1000 WHERE order_id='%s'",
+		 o.order_id);
 	for (size_t i = 0; i < N(cases); i++) {
 		int64_t before = event_count(f);
 		int rc = raw_exec(f->path, cases[i].sql);
