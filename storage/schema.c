@@ -173,7 +173,8 @@ static const char migration_2[] =
 	"created_at, expires_at ON orders " \
 	"BEGIN SELECT RAISE(ABORT, 'order content is fixed'); END;\n"
 
-#define ATTEMPTS_V3 \
+/* The attempt columns of versions 3 and 6: the id to host_txn, then the times. */
+#define ATTEMPTS_IDS_TO_HOST_TXN \
 	"  attempt_id    TEXT NOT NULL UNIQUE CHECK (" ID_OK("attempt_id") "),\n" \
 	"  order_id      TEXT NOT NULL REFERENCES orders(order_id),\n" \
 	"  channel       TEXT NOT NULL CHECK (length(channel) BETWEEN 1 AND 16 AND " \
@@ -182,12 +183,15 @@ static const char migration_2[] =
 	"  state         TEXT NOT NULL CHECK (" KP_SCHEMA_LIVE("state") " OR state = 'succeeded' OR " \
 	"state = 'failed' OR state = 'canceled' OR state = 'expired' OR state = 'refunding' OR " \
 	"state = 'refunded' OR state = 'refund_rejected' OR state = 'unresolved'),\n" \
-	"  host_txn      TEXT NOT NULL DEFAULT '' CHECK (host_txn = '' OR (" ID_OK("host_txn") ")),\n" \
-	"  qr            TEXT NOT NULL DEFAULT '' CHECK (length(CAST(qr AS BLOB)) < 512),\n" \
+	"  host_txn      TEXT NOT NULL DEFAULT '' CHECK (host_txn = '' OR (" ID_OK("host_txn") ")),\n"
+#define ATTEMPTS_TIMES \
 	"  created_at    INTEGER NOT NULL,\n" \
 	"  updated_at    INTEGER NOT NULL,\n" \
 	"  next_check_at INTEGER NOT NULL,\n" \
 	"  tries         INTEGER NOT NULL DEFAULT 0 CHECK (tries >= 0)\n"
+#define ATTEMPTS_V3 ATTEMPTS_IDS_TO_HOST_TXN \
+	"  qr            TEXT NOT NULL DEFAULT '' CHECK (length(CAST(qr AS BLOB)) < 512),\n" \
+	ATTEMPTS_TIMES
 #define ATTEMPTS_LIST \
 	"attempt_id,order_id,channel,amount,state,host_txn,qr,created_at,updated_at,next_check_at,tries"
 #define ATTEMPTS_EXTRAS \
@@ -387,19 +391,7 @@ static const char migration_5[] =
 
 #define ATTEMPTS_V6 \
 	"  rid           INTEGER PRIMARY KEY,\n" \
-	"  attempt_id    TEXT NOT NULL UNIQUE CHECK (" ID_OK("attempt_id") "),\n" \
-	"  order_id      TEXT NOT NULL REFERENCES orders(order_id),\n" \
-	"  channel       TEXT NOT NULL CHECK (length(channel) BETWEEN 1 AND 16 AND " \
-	"channel NOT GLOB '*[^A-Za-z0-9_-]*'),\n" \
-	"  amount        INTEGER NOT NULL CHECK (amount > 0),\n" \
-	"  state         TEXT NOT NULL CHECK (" KP_SCHEMA_LIVE("state") " OR state = 'succeeded' OR " \
-	"state = 'failed' OR state = 'canceled' OR state = 'expired' OR state = 'refunding' OR " \
-	"state = 'refunded' OR state = 'refund_rejected' OR state = 'unresolved'),\n" \
-	"  host_txn      TEXT NOT NULL DEFAULT '' CHECK (host_txn = '' OR (" ID_OK("host_txn") ")),\n" \
-	"  created_at    INTEGER NOT NULL,\n" \
-	"  updated_at    INTEGER NOT NULL,\n" \
-	"  next_check_at INTEGER NOT NULL,\n" \
-	"  tries         INTEGER NOT NULL DEFAULT 0 CHECK (tries >= 0)\n"
+	ATTEMPTS_IDS_TO_HOST_TXN ATTEMPTS_TIMES
 #define ATTEMPTS_V6_LIST \
 	"attempt_id,order_id,channel,amount,state,host_txn,created_at,updated_at,next_check_at,tries"
 
