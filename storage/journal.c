@@ -1465,7 +1465,7 @@ kp_err kp_journal_attempt_kept(kp_journal *j, const char *order_id, kp_attempt *
 	return attempt_get(j, ST_ATTEMPT_KEPT, order_id, out);
 }
 
-/* The rid the next attempt of order_id gets (schema 6): its order's rid *
+/* The rid for the next attempt of order_id (schema 6): its order's rid *
  * 65536 + its number. Past 65,535 the range is full: the insert's trigger
  * refuses it (KP_SCHEMA_RID). */
 static kp_err next_attempt_rid(kp_journal *j, const char *order_id, int64_t *rid)
@@ -2196,7 +2196,7 @@ kp_err kp_journal_confirmations_each(kp_journal *j, kp_confirmation_fn fn, void 
  * Only what is certainly true of a journal written through this API. */
 struct invariant {
 	const char *sql; /* rows of (text, text[, text]) */
-	const char *fmt; /* up to three %s */
+	const char *fmt; /* up to four %s */
 };
 
 /* What the due table of schema 5 must hold, row for row (its triggers keep it). */

@@ -324,7 +324,8 @@ static const char migration_4[] =
  * pending/live/open, leaves when it stops being so, and moves when its time
  * changes; the records are never deleted (their own triggers), so no row is
  * left behind. The ids are the records' own text ids: rowids could change
- * under a VACUUM (none of these tables has an INTEGER PRIMARY KEY). */
+ * under a VACUUM (at version 5 none of these tables had an INTEGER PRIMARY
+ * KEY; refunds still has none). */
 #define DUE_TRIGGERS(t, idc, atc, IS, kind) \
 	"CREATE TRIGGER " t "_due_insert AFTER INSERT ON " t " WHEN " IS("new.state") " BEGIN " \
 	"INSERT INTO due(at, kind, id) VALUES (new." atc ", '" kind "', new." idc "); END;\n" \
