@@ -54,6 +54,14 @@ static double cpu_s(void)
 	       (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
+/* The user part of cpu_s(): SQLite and the journal's code, not the kernel. */
+static double user_s(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6;
+}
+
 static double now_s(void)
 {
 	struct timespec ts;
@@ -409,6 +417,7 @@ static void delta(kp_count_stats *d, const kp_count_stats *a, const kp_count_sta
 		d->syncs[k] = b->syncs[k] - a->syncs[k];
 		d->bytes[k] = b->bytes[k] - a->bytes[k];
 		d->writes[k] = b->writes[k] - a->writes[k];
+		d->reads[k] = b->reads[k] - a->reads[k];
 	}
 }
 
@@ -528,14 +537,14 @@ int main(int argc, char **argv)
 		pay_one(&js);
 		bpay_one(&bs);
 	}
-	double tj = 0, tb = 0, cj = 0, cb = 0, ratios[ROUNDS];
+	double tj = 0, tb = 0, cj = 0, cb = 0, uj = 0, ub = 0, ratios[ROUNDS];
 	kp_count_stats c0, c1, c2, dj = {0}, db = {0}, d;
 	for (int r = 0; r < ROUNDS; r++) {
 		double rj = 0, rb = 0;
 		for (int half = 0; half < 2; half++) {
 			bool journal = (half == 0) == (r % 2 == 0);
 			kp_count_vfs_get(&c0);
-			double cs = cpu_s(), s = now_s();
+			double cs = cpu_s(), us = user_s(), s = now_s();
 			for (int i = 0; i < n / ROUNDS; i++) {
 				if (journal)
 					pay_one(&js);
@@ -544,12 +553,15 @@ int main(int argc, char **argv)
 			}
 			double e = now_s();
 			*(journal ? &cj : &cb) += cpu_s() - cs;
+			*(journal ? &uj : &ub) += user_s() - us;
 			kp_count_vfs_get(&c1);
 			delta(&d, &c0, &c1);
 			kp_count_stats *acc = journal ? &dj : &db;
 			for (int k = 0; k < KP_COUNT__KINDS; k++) {
 				acc->syncs[k] += d.syncs[k];
 				acc->bytes[k] += d.bytes[k];
+				acc->writes[k] += d.writes[k];
+				acc->reads[k] += d.reads[k];
 			}
 			*(journal ? &rj : &rb) = e - s;
 		}
@@ -567,8 +579,14 @@ int main(int argc, char **argv)
 	printf("    ratio a/b = %.2f overall, %.2f median of %d rounds (min %.2f, max %.2f; target >= 0.8)\n",
 	       ja / bb, (ratios[ROUNDS / 2 - 1] + ratios[ROUNDS / 2]) / 2, ROUNDS, ratios[0],
 	       ratios[ROUNDS - 1]);
-	printf("    CPU per commit (user+sys, incl. fsync syscalls): journal %.0f us, baseline %.0f us\n",
-	       cj / commits * 1e6, cb / commits * 1e6);
+	printf("    CPU per commit (user+sys, incl. fsync syscalls): journal %.0f us (user %.0f), baseline %.0f us "
+	       "(user %.0f)\n",
+	       cj / commits * 1e6, uj / commits * 1e6, cb / commits * 1e6, ub / commits * 1e6);
+	printf("    file calls per commit: journal %.1f writes, %.1f reads; baseline %.1f writes, %.1f reads\n",
+	       (double)(dj.writes[0] + dj.writes[1] + dj.writes[2]) / commits,
+	       (double)(dj.reads[0] + dj.reads[1] + dj.reads[2]) / commits,
+	       (double)(db.writes[0] + db.writes[1] + db.writes[2]) / commits,
+	       (double)(db.reads[0] + db.reads[1] + db.reads[2]) / commits);
 	double load[3] = {0};
 	if (getloadavg(load, 3) == 3)
 		printf("    load average %.2f %.2f %.2f (a busy machine makes these figures noisy)\n", load[0],
@@ -669,7 +687,8 @@ int main(int argc, char **argv)
 			   "\"commits\":%d,\"page_size\":%d,"
 			   "\"journal_commits_per_s\":%.1f,\"baseline_commits_per_s\":%.1f,\"ratio_overall\":%.3f,"
 			   "\"ratio_median\":%.3f,\"journal_payments_per_s\":%.1f,\"cpu_us_per_commit\":%.1f,"
-			   "\"baseline_cpu_us_per_commit\":%.1f,\"syncs_per_payment\":%.3f,\"kib_per_payment\":%.2f,"
+			   "\"baseline_cpu_us_per_commit\":%.1f,\"user_us_per_commit\":%.1f,"
+			   "\"baseline_user_us_per_commit\":%.1f,\"reads_per_commit\":%.2f,\"syncs_per_payment\":%.3f,\"kib_per_payment\":%.2f,"
 			   "\"baseline_syncs_per_payment\":%.3f,\"baseline_kib_per_payment\":%.2f,"
 			   "\"vsnaive_journal_payments_per_s\":%.1f,\"naive_payments_per_s\":%.1f,"
 			   "\"naive_syncs_per_payment\":%.3f,\"naive_kib_per_payment\":%.2f,"
@@ -677,7 +696,8 @@ int main(int argc, char **argv)
 			   "\"fsync_p99_ms\":%.3f,\"journal_commits_per_s_vs_fsync\":%.1f,\"journal_over_fsync\":%.3f,"
 			   "\"load1\":%.2f}\n",
 			n, op.prefill, ordered_keys ? "true" : "false", commits, op.page_size, ja, bb, ja / bb, (ratios[ROUNDS / 2 - 1] + ratios[ROUNDS / 2]) / 2,
-			ja / COMMITS_PER_PAYMENT, cj / commits * 1e6, cb / commits * 1e6, sa, ka, sbase, kbase, pj, pn, sn, kn, pj / pn,
+			ja / COMMITS_PER_PAYMENT, cj / commits * 1e6, cb / commits * 1e6, uj / commits * 1e6,
+			ub / commits * 1e6, (double)(dj.reads[0] + dj.reads[1] + dj.reads[2]) / commits, sa, ka, sbase, kbase, pj, pn, sn, kn, pj / pn,
 			fps, lat[na / 2] / 1000.0, lat[(na * 99) / 100] / 1000.0, jc, jc / fps, load[0]);
 		fclose(f);
 	}

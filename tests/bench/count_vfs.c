@@ -1,5 +1,5 @@
 /* count_vfs.c — the counting VFS: every method forwards to the default VFS;
- * xWrite and xSync also add to per-kind counters. Single-threaded use. */
+ * xRead, xWrite and xSync also add to per-kind counters. Single-threaded use. */
 #include "count_vfs.h"
 
 #include <sqlite3.h>
@@ -24,7 +24,9 @@ static int c_close(sqlite3_file *f)
 
 static int c_read(sqlite3_file *f, void *buf, int amt, sqlite3_int64 off)
 {
-	return REAL(f)->pMethods->xRead(REAL(f), buf, amt, off);
+	struct cfile *c = (struct cfile *)f;
+	counts.reads[c->kind]++;
+	return c->real->pMethods->xRead(c->real, buf, amt, off);
 }
 
 static int c_write(sqlite3_file *f, const void *buf, int amt, sqlite3_int64 off)
