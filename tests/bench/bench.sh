@@ -423,7 +423,13 @@ print_table() {
 		printf ']\n'
 	} >"$res/summary.json"
 	if command -v gnuplot >/dev/null && [ -x "$here/plot.sh" ]; then
-		"$here/plot.sh" "$res" "$res/performance.png" && echo "plot: $res/performance.png"
+		# A run of some benches only (./run bench qemu) may have nothing to
+		# plot: say so, the figures above stand.
+		if "$here/plot.sh" "$res" "$res/performance.png"; then
+			echo "plot: $res/performance.png"
+		else
+			echo "plot: not drawn (see above)"
+		fi
 	fi
 }
 
