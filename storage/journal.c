@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "glob_fast.h"
 #include "kp_failpoint.h"
 #include "schema.h"
 #include "wal_batch.h"
@@ -1106,6 +1107,11 @@ static kp_err open_db(kp_journal *j, const kp_journal_opts *o)
 	sqlite3_db_config(j->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
 	sqlite3_db_config(j->db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
 	sqlite3_db_config(j->db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, NULL);
+	/* Before the first statement: the schema's id CHECKs in one pass. */
+	if (kp_glob_fast_register(j->db) != KP_OK) {
+		set_msg(j, "cannot open %s: out of memory", j->path);
+		return KP_ERR_NOMEM;
+	}
 
 	int64_t version = 0, app = 0, pages = 0;
 	TRY(query_int(j, "PRAGMA user_version", &version));
