@@ -392,6 +392,7 @@ static void test_attempt_host_txn(void **state)
 	m.host_txn = "txn-2";
 	int64_t before = event_count(f);
 	assert_int_equal(kp_journal_attempt_move(f->j, a.attempt_id, &m), KP_ERR_CONFLICT);
+	assert_non_null(strstr(kp_journal_errmsg(f->j), "has host_txn txn-1, not txn-2"));
 	m.host_txn = "bad txn";
 	assert_int_equal(kp_journal_attempt_move(f->j, a.attempt_id, &m), KP_ERR_INVALID);
 	m.host_txn = NULL; /* keep */
@@ -686,6 +687,7 @@ static void test_one_kept_success(void **state)
 	/* A second kept success for the order: the schema refuses it. */
 	int64_t before = event_count(f);
 	assert_int_equal(amove(f, a.attempt_id, A(UNRESOLVED), A(SUCCEEDED)), KP_ERR_CONSTRAINT);
+	assert_non_null(strstr(kp_journal_errmsg(f->j), "already has a kept success"));
 	assert_int_equal(event_count(f), before);
 	assert_int_equal(kp_journal_attempt_get(f->j, a.attempt_id, &got), KP_OK);
 	assert_int_equal(got.state, A(UNRESOLVED));
