@@ -2,6 +2,7 @@
  * patterns (glob_fast.h). */
 #include "glob_fast.h"
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <string.h>
 
@@ -28,24 +29,50 @@ static const struct {
 	{"*[^A-Z]*", upper_byte},
 };
 
+static atomic_long scans;
+
+static bool (*fast_class(const char *pattern))(unsigned char)
+{
+	for (size_t i = 0; i < sizeof(fast) / sizeof(fast[0]); i++)
+		if (strcmp(pattern, fast[i].pattern) == 0)
+			return fast[i].in_class;
+	return NULL;
+}
+
+bool kp_glob_fast_has(const char *pattern)
+{
+	return fast_class(pattern) != NULL;
+}
+
+long kp_glob_fast_scans(void)
+{
+	return atomic_load_explicit(&scans, memory_order_relaxed);
+}
+
 int kp_glob_fast_match(const char *pattern, const char *s)
 {
-	for (size_t i = 0; i < sizeof(fast) / sizeof(fast[0]); i++) {
-		if (strcmp(pattern, fast[i].pattern) != 0)
-			continue;
-		for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-			if (!fast[i].in_class(*p))
-				return 1;
-		return 0;
-	}
-	return sqlite3_strglob(pattern, s) == 0;
+	bool (*in_class)(unsigned char) = fast_class(pattern);
+	if (!in_class)
+		return sqlite3_strglob(pattern, s) == 0;
+	atomic_fetch_add_explicit(&scans, 1, memory_order_relaxed);
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+		if (!in_class(*p))
+			return 1;
+	return 0;
 }
 
 /* As SQLite's own glob function (likeFunc in its func.c): the pattern is
- * argv[0], the string argv[1]. */
+ * argv[0], the string argv[1]; the user data says whether this SQLite was
+ * built with LIKE_DOESNT_MATCH_BLOBS (Debian's is), under which a BLOB on
+ * either side is no match, before anything else is looked at. */
 static void glob_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 {
 	(void)argc;
+	if (sqlite3_user_data(ctx) &&
+	    (sqlite3_value_type(argv[0]) == SQLITE_BLOB || sqlite3_value_type(argv[1]) == SQLITE_BLOB)) {
+		sqlite3_result_int(ctx, 0);
+		return;
+	}
 	const char *pattern = (const char *)sqlite3_value_text(argv[0]);
 	const char *s = (const char *)sqlite3_value_text(argv[1]);
 	int limit = sqlite3_limit(sqlite3_context_db_handle(ctx), SQLITE_LIMIT_LIKE_PATTERN_LENGTH, -1);
@@ -57,12 +84,12 @@ static void glob_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 		sqlite3_result_int(ctx, kp_glob_fast_match(pattern, s));
 }
 
-kp_err kp_glob_fast_register(sqlite3 *db)
+int kp_glob_fast_register(sqlite3 *db)
 {
+	static int blobs_never_match = 1; /* its address is the flag: non-NULL */
+	void *blobs = sqlite3_compileoption_used("LIKE_DOESNT_MATCH_BLOBS") ? &blobs_never_match : NULL;
 	/* Deterministic: allowed in CHECKs; innocuous: allowed in a schema that
 	 * is not trusted (SQLITE_DBCONFIG_TRUSTED_SCHEMA off, journal.c). */
-	int rc = sqlite3_create_function_v2(db, "glob", 2,
-					    SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS, NULL,
-					    glob_fn, NULL, NULL, NULL);
-	return rc == SQLITE_OK ? KP_OK : rc == SQLITE_NOMEM ? KP_ERR_NOMEM : KP_ERR_INTERNAL;
+	return sqlite3_create_function_v2(db, "glob", 2, SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS,
+					  blobs, glob_fn, NULL, NULL, NULL);
 }

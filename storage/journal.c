@@ -1114,9 +1114,12 @@ static kp_err open_db(kp_journal *j, const kp_journal_opts *o)
 	sqlite3_db_config(j->db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
 	sqlite3_db_config(j->db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, NULL);
 	/* Before the first statement: the schema's id CHECKs in one pass. */
-	if (kp_glob_fast_register(j->db) != KP_OK) {
-		set_msg(j, "cannot open %s: out of memory", j->path);
-		return KP_ERR_NOMEM;
+	if ((rc = kp_glob_fast_register(j->db)) != SQLITE_OK) {
+		kp_err err = map_rc(j, rc);
+		char keep[ERRMSG_SIZE];
+		memcpy(keep, j->errmsg, sizeof(keep));
+		set_msg(j, "cannot open %s: glob(): %s", j->path, keep);
+		return err == KP_OK ? KP_ERR_INTERNAL : err;
 	}
 
 	int64_t version = 0, app = 0, pages = 0;

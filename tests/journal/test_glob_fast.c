@@ -1,7 +1,9 @@
 /* test_glob_fast.c — the journal's glob() (storage/glob_fast.c) answers as
  * SQLite's own GLOB does: for the two patterns it scans itself, on every
  * byte and on strings of mixed and broken UTF-8; for any other pattern; and
- * through SQL (NULLs, numbers, the pattern length limit, a CHECK). */
+ * through SQL (NULLs, numbers, BLOBs, the pattern length limit, a CHECK in
+ * an untrusted schema). Every GLOB of the schema is one it scans, and the
+ * journal's own connections do scan them. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,9 +12,13 @@
 
 #include <sqlite3.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "glob_fast.h"
+#include "journal.h"
+#include "kp_rmtree.h"
+#include "schema.h"
 
 static const char *const patterns[] = {
 	"*[^A-Za-z0-9_-]*", /* the fast ones */
@@ -106,7 +112,7 @@ static void test_sql_as_sqlite(void **state)
 	sqlite3 *plain = NULL, *fast = NULL;
 	assert_int_equal(sqlite3_open(":memory:", &plain), SQLITE_OK);
 	assert_int_equal(sqlite3_open(":memory:", &fast), SQLITE_OK);
-	assert_int_equal(kp_glob_fast_register(fast), KP_OK);
+	assert_int_equal(kp_glob_fast_register(fast), SQLITE_OK);
 	/* A short limit on both, to see the same refusal of a long pattern. */
 	sqlite3_limit(plain, SQLITE_LIMIT_LIKE_PATTERN_LENGTH, 12);
 	sqlite3_limit(fast, SQLITE_LIMIT_LIKE_PATTERN_LENGTH, 12);
@@ -119,6 +125,10 @@ static void test_sql_as_sqlite(void **state)
 		"SELECT 123 GLOB '*[^A-Z]*'",
 		"SELECT 1.5 GLOB '1.*'",
 		"SELECT CAST('AB' || char(0) || 'x' AS BLOB) GLOB '*[^A-Z]*'",
+		"SELECT x'616263' GLOB '*[^A-Z]*'", /* a BLOB: no match where SQLite says so */
+		"SELECT x'41' GLOB 'A'",
+		"SELECT 'A' GLOB x'41'",
+		"SELECT x'41' GLOB NULL",
 		"SELECT 'x' GLOB '*[^A-Za-z0-9_-]*'", /* 16 bytes: over the limit of 12 */
 		"SELECT glob('*[^A-Z]*', 'ABc')",
 		"SELECT 'AB' GLOB '*[^A-Z]*' ESCAPE 'x'", /* no ESCAPE for GLOB: an error on both */
@@ -141,7 +151,9 @@ static void test_check_refuses(void **state)
 	(void)state;
 	sqlite3 *db = NULL;
 	assert_int_equal(sqlite3_open(":memory:", &db), SQLITE_OK);
-	assert_int_equal(kp_glob_fast_register(db), KP_OK);
+	assert_int_equal(kp_glob_fast_register(db), SQLITE_OK);
+	/* As the journal opens its file: functions in the schema must be innocuous. */
+	sqlite3_db_config(db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, NULL);
 	assert_int_equal(sqlite3_exec(db,
 				      "CREATE TABLE t (id TEXT NOT NULL CHECK (length(id) BETWEEN 1 AND 64 AND "
 				      "id NOT GLOB '*[^A-Za-z0-9_-]*'), cur TEXT NOT NULL CHECK (length(cur) = 3 AND "
@@ -167,6 +179,57 @@ static void test_check_refuses(void **state)
 	sqlite3_close(db);
 }
 
+/* Every GLOB pattern in every migration's SQL is one scanned in one pass:
+ * a pattern changed in schema.c and not in glob_fast.c would quietly fall
+ * back to SQLite's (right answers, the old cost). */
+static void test_schema_patterns_scanned(void **state)
+{
+	(void)state;
+	int found = 0;
+	for (int v = 1; kp_schema_migration(v); v++) {
+		const char *sql = kp_schema_migration(v);
+		for (const char *p = strstr(sql, "GLOB '"); p; p = strstr(p + 1, "GLOB '")) {
+			const char *b = p + strlen("GLOB '"), *e = strchr(b, '\'');
+			assert_non_null(e);
+			char pattern[64];
+			assert_true((size_t)(e - b) < sizeof(pattern));
+			memcpy(pattern, b, (size_t)(e - b));
+			pattern[e - b] = 0;
+			if (!kp_glob_fast_has(pattern))
+				fail_msg("migration %d: GLOB '%s' is not scanned in one pass", v, pattern);
+			found++;
+		}
+	}
+	assert_true(found >= 4); /* the ids and currencies of orders, attempts, confirmations, refunds */
+}
+
+/* The journal's connections answer the CHECKs with the one-pass scan. */
+static void test_journal_uses_it(void **state)
+{
+	(void)state;
+	char dir[64], path[128];
+	snprintf(dir, sizeof(dir), "/tmp/kp-globfast-XXXXXX");
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/journal.db", dir);
+	kp_env env;
+	kp_fake_world w;
+	kp_env_init_fake(&env, &w, 1, 1800000000000LL);
+	w.quiet = true;
+	kp_journal *j = NULL;
+	assert_int_equal(kp_journal_open(&j, path, 0, &env), KP_OK);
+	long before = kp_glob_fast_scans();
+	kp_order_new req = {.order_id = "o-1", .dedup_key = "k-1", .amount = 250, .currency = "EUR",
+			    .now = 1800000000000LL, .expires_at = 1800000300000LL};
+	kp_order o;
+	bool dup = true;
+	assert_int_equal(kp_journal_order_create(j, &req, &o, &dup), KP_OK);
+	assert_false(dup);
+	/* order_id, dedup_key, currency */
+	assert_int_equal(kp_glob_fast_scans() - before, 3);
+	kp_journal_close(j);
+	kp_rmtree(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -174,6 +237,8 @@ int main(void)
 		cmocka_unit_test(test_random_strings),
 		cmocka_unit_test(test_sql_as_sqlite),
 		cmocka_unit_test(test_check_refuses),
+		cmocka_unit_test(test_schema_patterns_scanned),
+		cmocka_unit_test(test_journal_uses_it),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -497,6 +497,9 @@ static void test_order_dedup(void **state)
 			assert_true(dup);
 			assert_string_equal(again.order_id, "o-1");
 			assert_int_equal(again.created_at, T0);
+		} else {
+			assert_false(dup);
+			assert_non_null(strstr(kp_journal_errmsg(f->j), "names order o-1 with other content"));
 		}
 		assert_int_equal(event_count(f), before);
 	}
@@ -504,6 +507,7 @@ static void test_order_dedup(void **state)
 	kp_order_new r = req;
 	r.dedup_key = "cart-2";
 	assert_int_equal(kp_journal_order_create(f->j, &r, &again, &dup), KP_ERR_CONFLICT);
+	assert_non_null(strstr(kp_journal_errmsg(f->j), "UNIQUE constraint failed: orders.order_id"));
 	assert_int_equal(event_count(f), before);
 	/* NULL items and "" are the same content. */
 	r.order_id = "o-7";
@@ -571,6 +575,7 @@ static void test_attempt_begin_rules(void **state)
 			      .amount = 250, .now = T0, .next_check_at = T0 + 5};
 	int64_t before = event_count(f);
 	assert_int_equal(kp_journal_attempt_begin(f->j, &req, &a), KP_ERR_NOT_FOUND);
+	assert_string_equal(kp_journal_errmsg(f->j), "attempt a-x: order no-such-order not found");
 	req.order_id = o.order_id;
 	req.channel = "bad channel";
 	assert_int_equal(kp_journal_attempt_begin(f->j, &req, &a), KP_ERR_INVALID);
@@ -609,6 +614,7 @@ static void test_attempt_begin_rules(void **state)
 	req.order_id = done_order.order_id;
 	before = event_count(f);
 	assert_int_equal(kp_journal_attempt_begin(f->j, &req, &b), KP_ERR_STATE);
+	assert_non_null(strstr(kp_journal_errmsg(f->j), "is canceled, not pending"));
 	assert_int_equal(event_count(f), before);
 
 	kp_attempt arr[4];
