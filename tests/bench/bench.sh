@@ -410,7 +410,7 @@ print_table() {
 	{
 		printf 'bench\tfigure\tvalue\tbaseline\tratio\ttarget\n'
 		cat "$rows"
-	} | column -t -s $'\t' | tee "$res/table.txt"
+	} | column -t -s $'\t' | tee "$res/table$tag.txt"
 	local f first=1
 	{
 		printf '['
@@ -421,10 +421,18 @@ print_table() {
 			tr -d '\n' <"$f"
 		done
 		printf ']\n'
-	} >"$res/summary.json"
+	} >"$res/summary$tag.json"
+	echo "table: $res/table$tag.txt, JSON: $res/summary$tag.json"
+	case " ${names[*]} " in
+	*" replay "* | *" scale "*) ;;
+	*)
+		echo "plot: not redrawn (this run has neither replay nor scale)"
+		return 0
+		;;
+	esac
 	if command -v gnuplot >/dev/null && [ -x "$here/plot.sh" ]; then
-		# A run of some benches only (./run bench qemu) may have nothing to
-		# plot: say so, the figures above stand.
+		# A run of replay or scale alone plots what the folder holds of the
+		# other from an earlier run: say so if nothing, the figures stand.
 		if "$here/plot.sh" "$res" "$res/performance.png"; then
 			echo "plot: $res/performance.png"
 		else
@@ -497,6 +505,10 @@ bench_qemu() {
 known=$(declare -F | awk '{print $3}' | sed -n 's/^bench_//p')
 names=("$@")
 [ ${#names[@]} -gt 0 ] || read -r -a names <<<"$(echo $known)"
+# A run of some benches only (./run bench qemu) writes its table and summary
+# beside the whole run's (table-qemu.txt), not over them.
+tag=""
+[ $# = 0 ] || tag=-$(IFS=-; echo "$*")
 for n in "${names[@]}"; do
 	if ! declare -F "bench_$n" >/dev/null; then
 		echo "bench.sh: unknown benchmark '$n' (known: $(echo $known))" >&2
