@@ -35,6 +35,7 @@ enum {
 	FP_AFTER_COMMIT = 9, /* any COMMIT that succeeded, before returning */
 	FP_MIGRATE = 10,     /* a migration, before its COMMIT */
 	FP_MAKE_DUE = 11,    /* kp_journal_make_all_due(), before COMMIT */
+	FP_ATTEMPT_GET = 12, /* kp_journal_attempt_get(), before reading: a read that fails */
 };
 
 #define BUSY_TIMEOUT_MS 5000
@@ -1466,6 +1467,10 @@ kp_err kp_journal_attempt_get(kp_journal *j, const char *attempt_id, kp_attempt 
 	if (!j || !out || !id_ok(attempt_id))
 		return KP_ERR_INVALID;
 	TRY(heal(j));
+	if (KP_FAILPOINT(FP_ATTEMPT_GET)) {
+		set_msg(j, "failpoint %d: attempt %s not read", FP_ATTEMPT_GET, attempt_id);
+		return KP_ERR_FAILPOINT;
+	}
 	return attempt_get(j, ST_ATTEMPT_GET, attempt_id, out);
 }
 

@@ -645,6 +645,45 @@ static void test_failed_commits_repeat(void **state)
 	assert_int_equal(sim_stats(w).dispensed_value, 230);
 }
 
+/* The VEND REQUEST's order and attempt are committed, the commit reports an
+ * error (failpoint 9) and the read that would find the attempt fails too
+ * (failpoint 12): the engine does not know it was written, the VMC hears
+ * nothing and repeats. The repeat finds the order by its key and pays it
+ * with the attempt already there (the same create_payment, sent once): one
+ * order, one attempt, one capture, one dispense, no refund. */
+static void test_repeat_finds_the_order(void **state)
+{
+	struct world *w = *state;
+	run_ms(w, 500);
+	assert_int_equal(kp_failpoint_arm(9, 1, 1, KP_FP_ERROR), KP_OK);
+	assert_int_equal(kp_failpoint_arm(12, 1, 1, KP_FP_ERROR), KP_OK);
+	select_item(w, 150, 3, KP_MDB_SIM_DISPENSE_OK, false);
+	const char *att = wait_attempt(w, 2000);
+	assert_int_equal(kp_failpoint_hits(12), 1); /* the read after the lost answer did fail */
+	assert_int_equal(vend_stats(w).commit_failures, 1);
+	assert_true(sim_stats(w).retries >= 1);
+	kp_order o;
+	assert_int_equal(orders(w->j, &o), 1);
+	kp_attempt arr[4];
+	size_t n = 0;
+	assert_int_equal(kp_journal_attempts_of_order(w->j, o.order_id, arr, 4, &n), KP_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(arr[0].attempt_id, att);
+	kp_failpoint_disarm_all();
+	confirm(w, att, "succeeded", 150);
+	run_until_done(w, 1, 2000);
+	assert_int_equal(orders(w->j, &o), 1);
+	assert_int_equal(o.state, KP_ORDER_FULFILLED);
+	int creates = 0;
+	for (int i = 0; i < w->host.nreq; i++)
+		creates += w->host.reqs[i].msg.op == KP_OP_CREATE_PAYMENT;
+	assert_int_equal(creates, 1);
+	assert_int_equal(refunds_of(w, o.order_id, NULL), 0);
+	assert_int_equal(sim_stats(w).dispensed, 1);
+	assert_int_equal(sim_stats(w).dispensed_value, 150);
+	assert_int_equal(sim_stats(w).out_of_sequence, 0);
+}
+
 static void test_reset_before_delivery_refunds(void **state)
 {
 	struct world *w = *state;
@@ -744,6 +783,7 @@ int main(void)
 		T(test_stop_and_resume_selling),
 		T(test_host_down_no_session),
 		T(test_failed_commits_repeat),
+		T(test_repeat_finds_the_order),
 		T(test_reset_before_delivery_refunds),
 		T(test_recover_cancels_last_runs_requests),
 		cmocka_unit_test(test_bad_settings),
