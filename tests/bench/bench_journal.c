@@ -413,6 +413,17 @@ static int64_t all_kinds(const int64_t *v)
 	return sum;
 }
 
+/* acc += d, counter by counter. */
+static void add_to(kp_count_stats *acc, const kp_count_stats *d)
+{
+	for (int k = 0; k < KP_COUNT__KINDS; k++) {
+		acc->syncs[k] += d->syncs[k];
+		acc->bytes[k] += d->bytes[k];
+		acc->writes[k] += d->writes[k];
+		acc->reads[k] += d->reads[k];
+	}
+}
+
 static void delta(kp_count_stats *d, const kp_count_stats *a, const kp_count_stats *b)
 {
 	for (int k = 0; k < KP_COUNT__KINDS; k++) {
@@ -423,28 +434,19 @@ static void delta(kp_count_stats *d, const kp_count_stats *a, const kp_count_sta
 	}
 }
 
-static void print_io(const char *label, const kp_count_stats *d, int n)
-{
-	int64_t syncs = 0, bytes = 0;
-	for (int k = 0; k < KP_COUNT__KINDS; k++) {
-		syncs += d->syncs[k];
-		bytes += d->bytes[k];
-	}
-	printf("    %-34s %5.2f syncs (WAL %.2f, main %.2f), %6.1f KiB written (WAL %.1f, main %.1f)\n",
-	       label, (double)syncs / n, (double)d->syncs[KP_COUNT_WAL] / n,
-	       (double)d->syncs[KP_COUNT_MAIN] / n, (double)bytes / n / 1024.0,
-	       (double)d->bytes[KP_COUNT_WAL] / n / 1024.0, (double)d->bytes[KP_COUNT_MAIN] / n / 1024.0);
-}
-
 static void io_per(const kp_count_stats *d, int n, double *syncs, double *kib)
 {
-	int64_t sy = 0, by = 0;
-	for (int k = 0; k < KP_COUNT__KINDS; k++) {
-		sy += d->syncs[k];
-		by += d->bytes[k];
-	}
-	*syncs = (double)sy / n;
-	*kib = (double)by / n / 1024.0;
+	*syncs = (double)all_kinds(d->syncs) / n;
+	*kib = (double)all_kinds(d->bytes) / n / 1024.0;
+}
+
+static void print_io(const char *label, const kp_count_stats *d, int n)
+{
+	double syncs, kib;
+	io_per(d, n, &syncs, &kib);
+	printf("    %-34s %5.2f syncs (WAL %.2f, main %.2f), %6.1f KiB written (WAL %.1f, main %.1f)\n",
+	       label, syncs, (double)d->syncs[KP_COUNT_WAL] / n, (double)d->syncs[KP_COUNT_MAIN] / n, kib,
+	       (double)d->bytes[KP_COUNT_WAL] / n / 1024.0, (double)d->bytes[KP_COUNT_MAIN] / n / 1024.0);
 }
 
 static void usage(void)
@@ -560,13 +562,7 @@ int main(int argc, char **argv)
 			*(journal ? &uj : &ub) += ue - us;
 			kp_count_vfs_get(&c1);
 			delta(&d, &c0, &c1);
-			kp_count_stats *acc = journal ? &dj : &db;
-			for (int k = 0; k < KP_COUNT__KINDS; k++) {
-				acc->syncs[k] += d.syncs[k];
-				acc->bytes[k] += d.bytes[k];
-				acc->writes[k] += d.writes[k];
-				acc->reads[k] += d.reads[k];
-			}
+			add_to(journal ? &dj : &db, &d);
 			*(journal ? &rj : &rb) = e - s;
 		}
 		tj += rj;
@@ -615,10 +611,7 @@ int main(int argc, char **argv)
 	kp_count_stats ck;
 	delta(&ck, &c1, &c2);
 	print_io("+ one final checkpoint, amortized:", &ck, n);
-	for (int k = 0; k < KP_COUNT__KINDS; k++) {
-		d.syncs[k] += ck.syncs[k];
-		d.bytes[k] += ck.bytes[k];
-	}
+	add_to(&d, &ck);
 	print_io("= total without autocheckpoint:", &d, n);
 	char label[64];
 	snprintf(label, sizeof(label), "with autocheckpoint (%d pages):",
@@ -654,11 +647,7 @@ int main(int argc, char **argv)
 			*(journal ? &tj3 : &tn) += now_s() - s;
 			kp_count_vfs_get(&c1);
 			delta(&d, &c0, &c1);
-			kp_count_stats *acc = journal ? &dj3 : &dn;
-			for (int k = 0; k < KP_COUNT__KINDS; k++) {
-				acc->syncs[k] += d.syncs[k];
-				acc->bytes[k] += d.bytes[k];
-			}
+			add_to(journal ? &dj3 : &dn, &d);
 		}
 		tf += fsync_appends(fpath, per, lat + r * per);
 	}
