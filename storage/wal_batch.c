@@ -18,8 +18,6 @@ struct bfile {
 	sqlite3_int64 off;   /* file offset of buf[0] */
 	int len;             /* bytes held */
 	int batch;           /* 0: write through (see v_open) */
-	int synced;          /* the flags of the last sync, if nothing was
-			      * written or truncated since it succeeded; else 0 */
 };
 
 struct shim {
@@ -30,8 +28,6 @@ struct shim {
 static struct shim shims[MAX_SHIMS];
 static int n_shims;
 static pthread_mutex_t shims_lock = PTHREAD_MUTEX_INITIALIZER;
-
-#define SYNCED 0x10000 /* in bfile.synced: set with any flags (flags may be 0) */
 
 #define BASE_VFS(v) ((sqlite3_vfs *)(v)->pAppData)
 #define REAL(f) (((struct bfile *)(f))->real)
@@ -67,7 +63,6 @@ static int b_read(sqlite3_file *f, void *buf, int amt, sqlite3_int64 off)
 static int b_write(sqlite3_file *f, const void *buf, int amt, sqlite3_int64 off)
 {
 	struct bfile *b = (struct bfile *)f;
-	b->synced = 0;
 	if (!b->batch)
 		return b->real->pMethods->xWrite(b->real, buf, amt, off);
 	if (!b->buf && amt <= KP_WAL_BATCH_BYTES)
@@ -88,25 +83,14 @@ static int b_write(sqlite3_file *f, const void *buf, int amt, sqlite3_int64 off)
 
 static int b_truncate(sqlite3_file *f, sqlite3_int64 size)
 {
-	((struct bfile *)f)->synced = 0;
 	int rc = flush((struct bfile *)f);
 	return rc != SQLITE_OK ? rc : REAL(f)->pMethods->xTruncate(REAL(f), size);
 }
 
-/* A sync with nothing written since the last one, with the same flags, is
- * answered here: a checkpoint begins by syncing the WAL, which the commit
- * that started it synced last (one device flush per checkpoint saved, a
- * flush being what wears flash). A failed sync is never remembered. */
 static int b_sync(sqlite3_file *f, int flags)
 {
-	struct bfile *b = (struct bfile *)f;
-	if (b->synced == (flags | SYNCED) && b->len == 0)
-		return SQLITE_OK;
-	int rc = flush(b);
-	if (rc == SQLITE_OK)
-		rc = b->real->pMethods->xSync(b->real, flags);
-	b->synced = rc == SQLITE_OK ? flags | SYNCED : 0;
-	return rc;
+	int rc = flush((struct bfile *)f);
+	return rc != SQLITE_OK ? rc : REAL(f)->pMethods->xSync(REAL(f), flags);
 }
 
 static int b_file_size(sqlite3_file *f, sqlite3_int64 *size)

@@ -17,10 +17,7 @@
  * connections with synchronous=FULL: the commit's sync is what publishes
  * its frames to other connections. A base file without
  * SQLITE_IOCAP_POWERSAFE_OVERWRITE (SQLite then pads commits to the sector
- * after the sync) is written through, unbatched. A WAL sync with the same
- * flags as the last one, nothing written or truncated since it succeeded,
- * is answered without the base: the sync a checkpoint starts with, right
- * after its commit's (one device flush per checkpoint).
+ * after the sync) is written through, unbatched.
  * On success *name is the shim's name, static storage. */
 kp_err kp_wal_batch_vfs(const char *base, const char **name) KP_MUST_USE;
 

@@ -2,8 +2,7 @@
  * seen from below (the counting VFS under it) and from beside (a second
  * connection on SQLite's own VFS): a commit reaches the disk as one write
  * and one sync, what it wrote is there for another reader as soon as it
- * returns, a transaction larger than the batch loses nothing, and a
- * checkpoint's sync of a WAL nothing was written to since is not repeated. */
+ * returns, and a transaction larger than the batch loses nothing. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -153,31 +152,6 @@ static void test_rollback_then_commit(void **state)
 	assert_int_equal(kp_journal_check(f->j, NULL, NULL), KP_OK);
 }
 
-/* Every commit checkpoints (autocheckpoint 1 page): the checkpoint's own
- * sync of the WAL, right after the commit's, reaches no disk; the restarted
- * WAL's header sync and each commit's sync do; the main file is synced by
- * each checkpoint; and everything is there. */
-static void test_checkpoint_adds_no_wal_sync(void **state)
-{
-	struct fixture *f = *state;
-	kp_journal_close(f->j);
-	kp_journal_opts o = {.vfs_name = KP_COUNT_VFS_NAME, .wal_autocheckpoint = 1};
-	assert_int_equal(kp_journal_open_ex(&f->j, f->path, 0, &f->env, &o), KP_OK);
-	make_order(f, 0);
-	enum { N = 20 };
-	kp_count_stats a, b;
-	kp_count_vfs_get(&a);
-	for (int i = 1; i <= N; i++)
-		make_order(f, i);
-	kp_count_vfs_get(&b);
-	int64_t wal = b.syncs[KP_COUNT_WAL] - a.syncs[KP_COUNT_WAL];
-	int64_t main_syncs = b.syncs[KP_COUNT_MAIN] - a.syncs[KP_COUNT_MAIN];
-	assert_int_equal(wal, 2 * N); /* 3 * N without the shim's answer */
-	assert_int_equal(main_syncs, N);
-	assert_int_equal(peer_int(f->path, "SELECT count(*) FROM orders"), N + 1);
-	assert_int_equal(kp_journal_check(f->j, NULL, NULL), KP_OK);
-}
-
 /* One shim per base VFS, found again by a second call. */
 static void test_one_shim_per_base(void **state)
 {
@@ -200,7 +174,6 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_one_write_per_commit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_larger_than_a_batch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rollback_then_commit, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_checkpoint_adds_no_wal_sync, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_one_shim_per_base, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
