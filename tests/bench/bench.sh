@@ -12,6 +12,8 @@ shift
 [ -d "$build" ] || { echo "bench.sh: no build directory $build" >&2; exit 2; }
 build=$(cd "$build" && pwd)
 here=$(cd "$(dirname "$0")" && pwd)
+# free_port, wait_tcp
+. "$here/../support/ports.sh"
 res=$build/bench
 mkdir -p "$res"
 rows=$res/rows.tsv
@@ -136,34 +138,63 @@ sim_dir() {
 }
 
 # stack_start NAME: the dev PKI, kp-hostsim (its ledger under sim_dir) and a
-# kioskpayd on random loopback ports, for the full-stack benchmarks. Sets the
+# kioskpayd on free loopback ports, for the full-stack benchmarks; returns
+# once kioskpayd says it is ready (health ok), or fails with both logs. Sets the
 # caller's dir simdir hp cp ap sim_pid d_pid (declare them local first).
 stack_start() {
 	local pki=$build/tests/pki/kp-pki sim=$build/tests/hostsim/kp-hostsim
-	local daemon=$build/app/kioskpayd/kioskpayd
-	need "$pki"; need "$sim"; need "$daemon"
+	local daemon=$build/app/kioskpayd/kioskpayd ctl=$build/app/kioskctl/kioskctl
+	need "$pki"; need "$sim"; need "$daemon"; need "$ctl"
 	dir=$(mktemp -d "${BENCH_DIR:-/tmp}/kp-bench-$1-XXXXXX")
 	simdir=$(sim_dir "$1")
-	hp=$((20000 + RANDOM % 10000)) cp=$((30000 + RANDOM % 10000)) ap=$((40000 + RANDOM % 10000))
+	hp=$(free_port tcp) cp=$(free_port tcp) ap=$(free_port udp)
 	"$pki" "$dir/pki" >/dev/null
 	"$sim" --listen "127.0.0.1:$hp" --control "127.0.0.1:$cp" --ledger "$simdir/ledger.db" \
 		--ca "$dir/pki/ca.crt" --cert "$dir/pki/host.crt" --key "$dir/pki/host.key" >"$dir/sim.log" 2>&1 &
 	sim_pid=$!
+	d_pid=
+	# Whatever happens next, the stack goes when the benchmark's subshell does.
+	stack_pids=("$sim_pid") stack_dirs=("$dir" "$simdir")
+	trap stack_stop EXIT
+	if ! wait_tcp "$cp" 200; then
+		stack_failed "kp-hostsim is not listening on 127.0.0.1:$cp after 10 s"
+		return 1
+	fi
 	printf '%s\n' "[journal]" "path = $dir/state/journal.db" "[api]" "listen = 127.0.0.1:$ap" \
 		"[host]" "address = 127.0.0.1:$hp" "server_name = localhost" "ca = $dir/pki/ca.crt" \
 		"cert = $dir/pki/device.crt" "key = $dir/pki/device.key" "[device]" "id = kiosk-dev-1" \
 		"[payment]" "max_amount = 100000" "[log]" "level = warn" >"$dir/k.ini"
-	sleep 0.3
 	"$daemon" -c "$dir/k.ini" >"$dir/daemon.log" 2>&1 &
 	d_pid=$!
-	sleep 0.7
+	stack_pids+=("$d_pid")
+	# Ready: the API answers and says the journal is open and the host up.
+	local i
+	for ((i = 0; i < 200; i++)); do
+		"$ctl" --json --api "127.0.0.1:$ap" health 2>/dev/null | grep -q '"status":"ok"' && return 0
+		kill -0 "$d_pid" 2>/dev/null || break
+		sleep 0.05
+	done
+	stack_failed "kioskpayd is not ready (health ok) on 127.0.0.1:$ap"
+	return 1
 }
 
-# stack_stop: end what stack_start started and remove its files.
+# stack_failed WHY: say why and what the two logs say, then stop the stack.
+stack_failed() {
+	echo "bench: $1" >&2
+	tail -n 20 "$dir/sim.log" "$dir/daemon.log" 2>/dev/null | sed 's/^/  /' >&2 || true
+	stack_stop
+}
+
+# stack_stop: end what stack_start started and remove its files (again: a
+# no-op).
+stack_pids=() stack_dirs=()
 stack_stop() {
-	kill "$d_pid" "$sim_pid" 2>/dev/null || true
-	wait "$d_pid" "$sim_pid" 2>/dev/null || true
-	rm -rf "$dir" "$simdir"
+	if [ ${#stack_pids[@]} -gt 0 ]; then
+		kill "${stack_pids[@]}" 2>/dev/null || true
+		wait "${stack_pids[@]}" 2>/dev/null || true
+	fi
+	[ ${#stack_dirs[@]} = 0 ] || rm -rf "${stack_dirs[@]}"
+	stack_pids=() stack_dirs=()
 }
 
 # customers C N PREFIX: C kp-load processes at once, N orders each, against

@@ -29,13 +29,8 @@ trap cleanup EXIT
 step() { printf '\n\033[1;36m== %s\033[0m\n' "$*"; }
 show() { printf '\033[2m$ %s\033[0m\n' "$*"; "$@"; }
 
-free_port() { # $1 = tcp|udp
-	python3 - "$1" <<'EOF' 2>/dev/null || echo $((20000 + RANDOM % 20000))
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if sys.argv[1] == "udp" else socket.SOCK_STREAM)
-s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])
-EOF
-}
+# free_port, wait_tcp
+. "$top/tests/support/ports.sh"
 
 host_port=$(free_port tcp)
 ctl_port=$(free_port tcp)
@@ -64,7 +59,7 @@ step "payment host simulator (TLS 1.2, mutual auth) on 127.0.0.1:$host_port"
 	--ledger "$work/ledger.db" --ca "$work/pki/ca.crt" --cert "$work/pki/host.crt" \
 	--key "$work/pki/host.key" >"$work/hostsim.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$ctl_port") 2>/dev/null && break; sleep 0.05; done
+wait_tcp "$ctl_port" || true
 
 cat >"$work/kioskpayd.ini" <<EOF
 [journal]
