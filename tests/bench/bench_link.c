@@ -23,6 +23,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "kp_free_port.h"
 #include "hostlink.h"
 #include "hostproto.h"
 #include "simtest.h"
@@ -188,20 +189,6 @@ static void sim_stop(struct bench *b)
 {
 	if (st_sim_stop(&b->sim) != 0)
 		fprintf(stderr, "kp-bench-link: kp-hostsim did not stop cleanly\n");
-}
-
-static int free_port(void)
-{
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t len = sizeof(a);
-	int port = -1;
-	if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-	    getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-		port = ntohs(a.sin_port);
-	if (fd >= 0)
-		close(fd);
-	return port;
 }
 
 static void link_new(struct bench *b)
@@ -549,7 +536,7 @@ int main(int argc, char **argv)
 	kp_env_init_system(&b.env);
 	b.env.log = quiet_log;
 	b.env.log_level = KP_LOG_WARN;
-	b.port = free_port();
+	b.port = kp_free_port(false);
 	if (b.port <= 0)
 		fail("no free port");
 

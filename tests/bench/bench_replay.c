@@ -27,6 +27,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "kp_free_port.h"
 #include "hostlink.h"
 #include "journal.h"
 #include "ledger.h"
@@ -118,20 +119,6 @@ static void quiet_log(void *ctx, kp_log_level level, const char *msg)
 	(void)ctx;
 	if (level <= KP_LOG_WARN && getenv("KP_BENCH_VERBOSE"))
 		fprintf(stderr, "bench: %s\n", msg);
-}
-
-static int free_port(int type)
-{
-	int fd = socket(AF_INET, type, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t len = sizeof(a);
-	int port = -1;
-	if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-	    getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-		port = ntohs(a.sin_port);
-	if (fd >= 0)
-		close(fd);
-	return port;
 }
 
 /* Record i's ids, the same on every run: UUID-shaped so that keys land all
@@ -428,7 +415,7 @@ static void boot(struct world *w, const char *name, const char *journal, bool re
 	path_cat(config, sizeof(config), w->dir, sfx);
 	snprintf(sfx, sizeof(sfx), "/%s.log", name);
 	path_cat(log, sizeof(log), w->dir, sfx);
-	int api_port = free_port(SOCK_DGRAM);
+	int api_port = kp_free_port(true);
 	write_config(w, config, journal, api_port);
 	memset(out, 0, sizeof(*out));
 	struct probe p = {.fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0),
@@ -709,7 +696,7 @@ int main(int argc, char **argv)
 	kp_env_init_system(&w.env);
 	w.env.log = quiet_log;
 	w.env.log_level = KP_LOG_WARN;
-	w.host_port = free_port(SOCK_STREAM);
+	w.host_port = kp_free_port(false);
 	w.t_cut = kp_now_wall(&w.env) - AGO_MS;
 
 	char journal[PATH_CAP + 64], empty[PATH_CAP + 64], ledger0[PATH_CAP + 64], ledger[PATH_CAP + 64],
@@ -742,7 +729,7 @@ int main(int argc, char **argv)
 	if (o->prepare) {
 		char config[PATH_CAP + 64];
 		path_cat(config, sizeof(config), w.dir, "/replay.ini");
-		write_config(&w, config, journal, free_port(SOCK_DGRAM));
+		write_config(&w, config, journal, kp_free_port(true));
 		printf("  prepared; run:\n    %s --listen 127.0.0.1:%d --control 127.0.0.1:0 --ledger %s "
 		       "--ca %s/ca.crt --cert %s/host.crt --key %s/host.key &\n    %s -c %s\n",
 		       o->hostsim, w.host_port, ledger, w.pki, w.pki, w.pki, o->kioskpayd, config);

@@ -1,6 +1,7 @@
 /* harness.c — starts and stops the real processes of an end-to-end test and
  * gives the test outside views of them (CoAP, kioskctl, ledger, journal). */
 #include "harness.h"
+#include "kp_free_port.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -29,21 +30,6 @@ static int64_t mono_ms(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int w_free_port(bool udp)
-{
-	int fd = socket(AF_INET, udp ? SOCK_DGRAM : SOCK_STREAM, 0);
-	if (fd < 0)
-		return -1;
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t len = sizeof(a);
-	int port = -1;
-	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-	    getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-		port = ntohs(a.sin_port);
-	close(fd);
-	return port;
 }
 
 /* Split a command line on spaces (no quoting needed by our callers). */
@@ -123,8 +109,8 @@ static bool tcp_open(int port)
 int w_start_hostsim(kp_world *w, const char *extra)
 {
 	if (!w->host_port) {
-		w->host_port = w_free_port(false);
-		w->control_port = w_free_port(false);
+		w->host_port = kp_free_port(false);
+		w->control_port = kp_free_port(false);
 	}
 	char line[2048];
 	snprintf(line, sizeof(line),
@@ -168,7 +154,7 @@ int w_start_daemon(kp_world *w, const char *extra_payment_ini)
 int w_start_daemon_ex(kp_world *w, const char *extra_payment_ini, const char *extra_sections)
 {
 	if (!w->api_port)
-		w->api_port = w_free_port(true);
+		w->api_port = kp_free_port(true);
 	FILE *f = fopen(w->config, "w");
 	if (!f)
 		return -1;

@@ -70,7 +70,4 @@ int64_t w_ledger_int(kp_world *w, const char *sql);
 /* kioskctl journal check on the journal; its exit code. */
 int w_journal_check(kp_world *w);
 
-/* A free loopback port (UDP if udp, else TCP). */
-int w_free_port(bool udp);
-
 #endif

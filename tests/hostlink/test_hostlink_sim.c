@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "kp_free_port.h"
 #include "hostlink.h"
 #include "simtest.h"
 
@@ -79,21 +80,6 @@ static void on_reply(void *arg, kp_err err, const kp_host_msg *reply)
 		h->other++;
 }
 
-static int free_port(void)
-{
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	assert_true(fd >= 0);
-	struct sockaddr_in a;
-	memset(&a, 0, sizeof(a));
-	a.sin_family = AF_INET;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-	socklen_t al = sizeof(a);
-	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &al), 0);
-	close(fd);
-	return ntohs(a.sin_port);
-}
-
 /* Start the simulator on h->port (fixed, so that a restart is the same host). */
 static void sim_start(struct h *h)
 {
@@ -113,7 +99,8 @@ static struct h *start(const char *name)
 {
 	struct h *h = calloc(1, sizeof(*h));
 	assert_non_null(h);
-	h->port = free_port();
+	h->port = kp_free_port(false);
+	assert_true(h->port > 0);
 	snprintf(h->ledger, sizeof(h->ledger), "%s/%s.db", g_dir, name);
 	sim_start(h);
 	char addr[64], ca[400], crt[400], key[400];

@@ -25,6 +25,7 @@
 #include <mbedtls/ssl.h>
 #include <mbedtls/x509.h>
 
+#include "kp_free_port.h"
 #include "hostlink.h"
 #include "kp_failpoint.h"
 
@@ -42,21 +43,6 @@ struct server {
 	uint8_t *in;  /* frames not yet written to its stdin */
 	size_t in_off, in_len, in_cap;
 };
-
-static int free_port(void)
-{
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	assert_true(fd >= 0);
-	struct sockaddr_in a;
-	memset(&a, 0, sizeof(a));
-	a.sin_family = AF_INET;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-	socklen_t al = sizeof(a);
-	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &al), 0);
-	close(fd);
-	return ntohs(a.sin_port);
-}
 
 static void server_drain(struct server *s)
 {
@@ -104,7 +90,8 @@ static int64_t mono_now(void)
 static void server_start(struct server *s, const char *cert, const char *const *extra)
 {
 	memset(s, 0, sizeof(*s));
-	s->port = free_port();
+	s->port = kp_free_port(false);
+	assert_true(s->port > 0);
 	int in[2], out[2];
 	assert_int_equal(pipe(in), 0);
 	assert_int_equal(pipe(out), 0);
@@ -794,7 +781,8 @@ static void test_connect_refused_backs_off(void **state)
 	(void)state;
 	struct harness h;
 	memset(&h, 0, sizeof(h));
-	h.srv.port = free_port(); /* nobody listens there */
+	h.srv.port = kp_free_port(false); /* nobody listens there */
+	assert_true(h.srv.port > 0);
 	h.srv.in_fd = h.srv.out_fd = -1;
 	link_open(&h, "localhost", 5000, 60000);
 	int64_t t0 = mono_now();

@@ -31,6 +31,7 @@
 #include <mbedtls/ssl.h>
 #include <mbedtls/x509.h>
 
+#include "kp_free_port.h"
 #include "hostlink.h"
 
 static char dir[128];
@@ -48,20 +49,6 @@ static void msleep(int ms)
 {
 	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
 	nanosleep(&ts, NULL);
-}
-
-static int free_port(void)
-{
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t len = sizeof(a);
-	int port = -1;
-	if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-	    getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-		port = ntohs(a.sin_port);
-	if (fd >= 0)
-		close(fd);
-	return port;
 }
 
 static bool file_has(const char *path, const char *text)
@@ -233,7 +220,7 @@ static void test_link_against_foreign_hosts(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof(host_cases) / sizeof(host_cases[0]); i++) {
 		const struct host_case *c = &host_cases[i];
-		int port = free_port();
+		int port = kp_free_port(false);
 		char log[256], accept[32], crt[64], key[64];
 		snprintf(log, sizeof(log), "%s/s_server-%zu.log", dir, i);
 		snprintf(accept, sizeof(accept), "127.0.0.1:%d", port);
@@ -287,7 +274,7 @@ static const struct client_case client_cases[] = {
 static void test_simulator_against_foreign_clients(void **state)
 {
 	(void)state;
-	int port = free_port(), control = free_port();
+	int port = kp_free_port(false), control = kp_free_port(false);
 	char log[256], listen[32], ctl[32], ledger[256];
 	snprintf(log, sizeof(log), "%s/hostsim.log", dir);
 	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
