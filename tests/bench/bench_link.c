@@ -11,6 +11,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -400,6 +401,37 @@ static uint32_t get_be32(const uint8_t *p)
 
 /* The baseline: a forked process that answers each frame with a frame of the
  * length its first 4 payload bytes ask for. Plain TCP, TCP_NODELAY both ways. */
+/* The round trips' peer (the simulator, then the echo server) on another
+ * CPU than this process, both pinned: where a forked or spawned process runs
+ * decides a round trip's cost on a VM (the same CPU: a direct switch, ~5 us
+ * for the echo; another: a wake-up through the hypervisor, ~60 us), and left
+ * to the scheduler the two baselines ended up placed differently (a small
+ * run measured the echo at 5 us against the link's 74). Returns the two
+ * CPUs, or -1 for both with fewer than two CPUs (then nothing is pinned). */
+static void place(pid_t peer, int *mine, int *theirs)
+{
+	static int cpus[2] = {-1, -1}; /* from the mask this process started with */
+	cpu_set_t all, one;
+	*mine = *theirs = -1;
+	if (cpus[0] < 0) {
+		if (sched_getaffinity(0, sizeof(all), &all) != 0 || CPU_COUNT(&all) < 2)
+			return;
+		for (int c = 0, n = 0; c < CPU_SETSIZE && n < 2; c++)
+			if (CPU_ISSET(c, &all))
+				cpus[n++] = c;
+	}
+	CPU_ZERO(&one);
+	CPU_SET(cpus[0], &one);
+	if (sched_setaffinity(0, sizeof(one), &one) != 0)
+		return;
+	CPU_ZERO(&one);
+	CPU_SET(cpus[1], &one);
+	if (sched_setaffinity(peer, sizeof(one), &one) != 0)
+		return;
+	*mine = cpus[0];
+	*theirs = cpus[1];
+}
+
 static pid_t echo_start(int *port)
 {
 	int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -568,6 +600,8 @@ int main(int argc, char **argv)
 	/* (b) round trips: a fresh host with one payment to query. */
 	path_cat(b.ledger, sizeof(b.ledger), b.ledger_dir, "/ledger-rtt.db");
 	sim_start(&b);
+	int cpu_me, cpu_sim, cpu_echo;
+	place(b.sim.pid, &cpu_me, &cpu_sim);
 	link_new(&b);
 	kp_host_msg req;
 	make_create(&b, &req, "att-rtt", "ord-rtt");
@@ -589,6 +623,7 @@ int main(int argc, char **argv)
 	sim_stop(&b);
 	int eport = 0;
 	pid_t echo = echo_start(&eport);
+	place(echo, &cpu_me, &cpu_echo);
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	struct sockaddr_in ea = {.sin_family = AF_INET, .sin_port = htons((uint16_t)eport),
 				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -601,7 +636,12 @@ int main(int argc, char **argv)
 	close(fd);
 	waitpid(echo, NULL, 0);
 	free(us);
-	printf("(b) %d sequential round trips each, loopback:\n", trips);
+	printf("(b) %d sequential round trips each, loopback", trips);
+	if (cpu_sim >= 0 && cpu_echo == cpu_sim)
+		printf(", this process on CPU %d, the simulator and the echo server on CPU %d", cpu_me, cpu_sim);
+	else
+		printf(", not pinned (one CPU)");
+	printf(":\n");
 	printf("    ping          (%3zu B -> %3zu B): p50 %7.1f us, p99 %7.1f us | TCP echo p50 %5.1f us, p99 %5.1f us"
 	       " | ratio p50 %.1fx, p99 %.1fx\n",
 	       ping.req_bytes, ping.rep_bytes, ping.p50_us, ping.p99_us, eping.p50_us, eping.p99_us,
