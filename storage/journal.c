@@ -208,6 +208,20 @@ static void set_msg(kp_journal *j, const char *fmt, ...)
 	one_line(j->errmsg);
 }
 
+/* Put "PREFIX: " (fmt, ...) before the message already there, which says
+ * what failed (SQLite's, through map_rc). */
+static void prefix_msg(kp_journal *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void prefix_msg(kp_journal *j, const char *fmt, ...)
+{
+	char keep[ERRMSG_SIZE], prefix[ERRMSG_SIZE];
+	memcpy(keep, j->errmsg, sizeof(keep));
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(prefix, sizeof(prefix), fmt, ap);
+	va_end(ap);
+	set_msg(j, "%s: %s", prefix, keep);
+}
+
 /* An SQLite result code as a kp_err; remembers SQLite's message. */
 static kp_err map_rc(kp_journal *j, int rc)
 {
@@ -976,9 +990,7 @@ static kp_err quick_check(kp_journal *j)
 		err = map_rc(j, rc);
 		if (err == KP_OK)
 			err = KP_ERR_INTERNAL;
-		char keep[ERRMSG_SIZE];
-		memcpy(keep, j->errmsg, sizeof(keep));
-		set_msg(j, "journal %s: %s", j->path, keep);
+		prefix_msg(j, "journal %s", j->path);
 	}
 	sqlite3_finalize(st);
 	return err;
@@ -1103,9 +1115,7 @@ static kp_err open_db(kp_journal *j, const kp_journal_opts *o)
 	int rc = sqlite3_open_v2(j->path, &j->db, flags, vfs);
 	if (rc != SQLITE_OK) {
 		kp_err err = map_rc(j, rc);
-		char keep[ERRMSG_SIZE];
-		memcpy(keep, j->errmsg, sizeof(keep));
-		set_msg(j, "cannot open %s: %s", j->path, keep);
+		prefix_msg(j, "cannot open %s", j->path);
 		return err;
 	}
 	sqlite3_extended_result_codes(j->db, 1);
@@ -1117,9 +1127,7 @@ static kp_err open_db(kp_journal *j, const kp_journal_opts *o)
 	/* Before the first statement: the schema's id CHECKs in one pass. */
 	if ((rc = kp_glob_fast_register(j->db)) != SQLITE_OK) {
 		kp_err err = map_rc(j, rc);
-		char keep[ERRMSG_SIZE];
-		memcpy(keep, j->errmsg, sizeof(keep));
-		set_msg(j, "cannot open %s: glob(): %s", j->path, keep);
+		prefix_msg(j, "cannot open %s: glob()", j->path);
 		return err == KP_OK ? KP_ERR_INTERNAL : err;
 	}
 
@@ -1222,9 +1230,7 @@ kp_err kp_journal_quick_check_file(const char *path, char *why, size_t why_size)
 		err = quick_check(j);
 	} else {
 		err = map_rc(j, rc);
-		char keep[ERRMSG_SIZE];
-		memcpy(keep, j->errmsg, sizeof(keep));
-		set_msg(j, "cannot open %s: %s", path, keep);
+		prefix_msg(j, "cannot open %s", path);
 	}
 	if (err != KP_OK && why && why_size)
 		snprintf(why, why_size, "%s", j->errmsg);
